@@ -1,0 +1,41 @@
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/quickstart.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format quickstart bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/lnl: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	@touch $(BIN)/lnl
+
+install: $(BIN)/lnl ## Create .venv and install lnl with its dev tools
+
+test: install ## Run the whole test suite (CPU, about 5-10 minutes on 2 cores)
+	$(BIN)/python -m pytest -q
+
+test-fast: install ## Run the tests not marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install ## Check code with ruff (lint + format check)
+	$(BIN)/ruff check lnl tests
+	$(BIN)/ruff format --check lnl tests
+
+format: install ## Format and autofix with ruff
+	$(BIN)/ruff format lnl tests
+	$(BIN)/ruff check --fix lnl tests
+
+quickstart: install ## Train on the bundled Digits data with 40% noise (CPU, < 2 minutes)
+	$(BIN)/lnl fit --config $(CONFIG)
+
+bench: install ## Step time and memory of each method vs CE (ARGS="--methods ce,dml --device cpu")
+	$(BIN)/python -m lnl.bench $(ARGS)
+
+clean: ## Remove runs and caches (keeps .venv)
+	rm -rf runs lightning_logs .pytest_cache .ruff_cache

@@ -1,0 +1,228 @@
+"""`python -m lnl.bench`: training-step time and peak memory of each method vs a CE step, in one run (DESIGN 5).
+
+Each method module in `lnl.methods` is found by name (`--methods ce,dml`); its `LNLModule` subclass lists the
+variants to time in the class attribute `bench_variants: dict[str, dict]` (variant name -> constructor kwargs;
+CE times one variant, `default`). Every variant runs in a fresh subprocess on identical synthetic batches kept
+on the device (data loading off the critical path): warm-up steps, then timed steps (CUDA-synchronized),
+and peak memory (CUDA allocator peak on GPU; peak resident-set growth during training on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningDataModule, Trainer
+
+from lnl.methods.base import LNLModule
+
+
+def method_class(name: str) -> type[LNLModule]:
+    """The LNLModule subclass defined in `lnl.methods.<name>`."""
+    module = importlib.import_module(f"lnl.methods.{name}")
+    classes = [
+        c for _, c in inspect.getmembers(module, inspect.isclass)
+        if issubclass(c, LNLModule) and c is not LNLModule and c.__module__ == module.__name__
+    ]  # fmt: skip
+    if len(classes) != 1:
+        raise SystemExit(f"lnl.bench: error: no single method class in lnl.methods.{name}")
+    return classes[0]
+
+
+class _SyntheticBatches:
+    """The same batch `steps` times (a sized iterable Lightning accepts as a dataloader)."""
+
+    def __init__(self, batch: dict[str, Any], steps: int) -> None:
+        self.batch, self.steps = batch, steps
+
+    def __iter__(self):
+        return (self.batch for _ in range(self.steps))
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+class BenchData(LightningDataModule):
+    """Synthetic 10-class data shaped like the method asks (views, clean stream), already on the device."""
+
+    def __init__(self, method: type[LNLModule], args: argparse.Namespace, device: torch.device) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        b, size, c = args.batch_size, args.image_size, args.num_classes
+        self.num_classes, self.train_size = c, 50 * b
+
+        def images(n: int) -> torch.Tensor:
+            return torch.randn(n, 3, size, size, generator=g).to(device)
+
+        x = {view: images(b) for view in method.train_views}
+        noisy = {
+            "x": x if len(x) > 1 else x["weak"],
+            "y": torch.randint(0, c, (b,), generator=g).to(device),
+            "y_true": torch.randint(0, c, (b,), generator=g).to(device),
+            "index": torch.randperm(self.train_size, generator=g)[:b].to(device),
+        }
+        self.batch: dict[str, Any] = {"noisy": noisy}
+        if method.needs_clean:
+            cb = args.clean_batch_size or b
+            self.batch["clean"] = {
+                "x": images(cb),
+                "y": torch.randint(0, c, (cb,), generator=g).to(device),
+                "index": torch.arange(cb).to(device),
+            }
+        self.steps = args.warmup + args.steps
+
+    def train_dataloader(self) -> Any:
+        return _SyntheticBatches(self.batch, self.steps)
+
+
+class StepTimer(Callback):
+    """Wall time of each training step (synchronized on CUDA) and peak memory after the warm-up."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.times, self.rss_start = warmup, [], 0.0
+
+    def _sync(self, module: Any) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def on_train_batch_start(self, trainer: Trainer, module: Any, batch: Any, batch_idx: int) -> None:
+        self._sync(module)
+        if batch_idx == self.warmup and module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(module.device)
+        if batch_idx == 0:
+            self.rss_start = _rss_mb()
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._sync(module)
+        if batch_idx >= self.warmup:
+            self.times.append(1000 * (time.perf_counter() - self.t0))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_variant(method: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Time one (method, variant) in this process."""
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    cls = method_class(method)
+    kwargs = dict(getattr(cls, "bench_variants", {}).get(variant, {}))
+    device = torch.device(args.device)
+    model = cls(num_classes=args.num_classes, backbone=args.backbone, **kwargs)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    data = BenchData(cls, args, device)
+    timer = StepTimer(args.warmup)
+    trainer = Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=args.precision,
+        max_steps=data.steps, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = _peak_rss_mb() - timer.rss_start
+    times = timer.times
+    return {
+        "method": method, "variant": variant, "ms_median": statistics.median(times),
+        "ms_min": min(times), "ms_max": max(times), "peak_mem_mb": round(peak, 1),
+    }  # fmt: skip
+
+
+def _variants(method: str) -> list[str]:
+    return list(getattr(method_class(method), "bench_variants", {}) or {"default": {}})
+
+
+def _child_args(args: argparse.Namespace, method: str, variant: str) -> list[str]:
+    argv = [sys.executable, "-m", "lnl.bench", "--child", f"{method}:{variant}"]
+    for key in ("device", "backbone", "batch_size", "clean_batch_size", "image_size", "num_classes",
+                "warmup", "steps", "precision", "threads"):  # fmt: skip
+        value = getattr(args, key)
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv + (["--channels-last"] if args.channels_last else [])
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The human-readable table of a bench report."""
+    head = f"{'method':<8} {'variant':<14} {'ms/step':>9} {'min':>8} {'max':>8} {'x CE':>6} {'peak MB':>9}"
+    rows = [
+        f"{r['method']:<8} {r['variant']:<14} {r['ms_median']:>9.1f} {r['ms_min']:>8.1f} {r['ms_max']:>8.1f} "
+        f"{r['ratio_vs_ce']:>6.2f} {r['peak_mem_mb']:>9.1f}"
+        for r in report["results"]
+    ]
+    title = (f"device={report['device']} backbone={report['backbone']} batch={report['batch_size']} "
+             f"precision={report['precision']}")  # fmt: skip
+    return "\n".join([title, head, *rows])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lnl.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default="ce", help="comma-separated method modules, e.g. ce,dml,emlc,mlc")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backbone", default="resnet32_cifar")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--clean-batch-size", type=int, default=None, help="default: the batch size")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--json", default=None, help="write the report to this path")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        method, variant = args.child.split(":")
+        print("BENCH_RESULT " + json.dumps(run_variant(method, variant, args)))
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if "ce" in methods:
+        methods.remove("ce")
+    results = []
+    for method in ["ce", *methods]:
+        for variant in _variants(method):
+            out = subprocess.run(_child_args(args, method, variant), capture_output=True, text=True)
+            lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
+            if out.returncode != 0 or not lines:
+                sys.stderr.write(out.stderr[-3000:])
+                print(f"lnl.bench: error: {method}:{variant} failed", file=sys.stderr)
+                return 1
+            results.append(json.loads(lines[-1].split(" ", 1)[1]))
+    ce_ms = results[0]["ms_median"]
+    for r in results:
+        r["ratio_vs_ce"] = round(r["ms_median"] / ce_ms, 3)
+    report = {"device": args.device, "backbone": args.backbone, "batch_size": args.batch_size,
+              "precision": args.precision, "results": results}  # fmt: skip
+    print(format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""`lnl` command line: a LightningCLI in subclass mode; after `fit`, honest test of last and best-val checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+from lnl.data.datamodule import NoisyLabelDataModule
+from lnl.errors import ConfigError
+from lnl.methods.base import LNLModule, NonFiniteError
+
+RUN_ROOT = "runs"
+
+
+class SaveConfigEverywhere(SaveConfigCallback):
+    """Save the resolved config as `config.yaml` in the run directory and, when W&B logs, into the W&B run."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                config = self.parser.dump(self.config, skip_none=False, format="json")
+                logger.experiment.config.update(json.loads(config), allow_val_change=True)
+
+
+class LNLCLI(LightningCLI):
+    """`lnl fit|validate|test|predict --config configs/<method>_<dataset>_<noise>.yaml` (DESIGN 1, 4)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_callback", SaveConfigEverywhere)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("trainer_defaults", {"logger": {"class_path": "CSVLogger", "init_args": {"save_dir": RUN_ROOT}}})
+        super().__init__(LNLModule, NoisyLabelDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:03d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+    def before_fit(self) -> None:
+        datamodule, checkpoint = self.datamodule, self.trainer.checkpoint_callback
+        datamodule.requirements = type(datamodule.requirements).of(self.model)
+        if checkpoint is not None and datamodule.hparams.val_per_class == 0 and datamodule.source.predefined_parts() is None:
+            checkpoint.monitor = None  # no validation set: keep the last checkpoint only
+
+    def after_fit(self) -> None:
+        trainer, model, datamodule = self.trainer, self.model, self.datamodule
+        if trainer.interrupted or trainer.state.status.value == "interrupted":
+            return
+        checkpoint = trainer.checkpoint_callback
+        last = trainer.test(model, datamodule=datamodule, verbose=False)
+        best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
+        best = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False) if best_path else None
+        best_score = checkpoint.best_model_score if checkpoint is not None else None
+        results = {
+            "test/acc_last": _metric(last, "test/acc"),
+            "test/acc_best_val": _metric(best, "test/acc"),
+            "val/acc_best": float(best_score) if best_score is not None else math.nan,
+            "noise/realized_rate": datamodule.realized_rate,
+            "method": type(model).__name__,
+            "dataset": datamodule.hparams.dataset,
+            "noise": vars(datamodule.noise) | {"tag": datamodule.noise.tag},
+            "seed": self.config_init[self.subcommand].get("seed_everything"),
+            "noise_seed": datamodule.hparams.noise_seed,
+            "split_seed": datamodule.hparams.split_seed,
+            "labels_sha256": datamodule.labels_sha256,
+            "clean_budget": int(len(datamodule.clean_index) + (len(datamodule.val_index) if datamodule.hparams.val_labels == "clean" else 0)),
+            "best_checkpoint": best_path,
+        }
+        if trainer.is_global_zero:
+            run_dir = trainer.log_dir or RUN_ROOT
+            os.makedirs(run_dir, exist_ok=True)
+            with open(os.path.join(run_dir, "results.json"), "w") as f:
+                json.dump(results, f, indent=2, default=str)
+            print(summary(results, run_dir))
+
+
+def _metric(outputs: list[dict[str, float]] | None, key: str) -> float:
+    if not outputs:
+        return math.nan
+    return float(outputs[0].get(key, math.nan))
+
+
+def summary(results: dict[str, Any], run_dir: str) -> str:
+    """A short human summary of a finished run."""
+    noise = results["noise"]
+    return (
+        f"\nlnl: {results['method']} on {results['dataset']} with {noise['tag']} noise "
+        f"(realized rate {results['noise/realized_rate']:.3f})\n"
+        f"  test acc (best val ckpt) {results['test/acc_best_val']:.4f} | test acc (last) {results['test/acc_last']:.4f}"
+        f" | best val acc {results['val/acc_best']:.4f}\n"
+        f"  run directory: {run_dir}\n"
+    )
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2."""
+    torch.set_float32_matmul_precision("high")
+    try:
+        LNLCLI(args=args)
+    except (ConfigError, NonFiniteError) as error:
+        print(f"lnl: error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,381 @@
+"""`NoisyLabelDataModule`: one seeded split, on-the-fly noise, paired noisy + clean streams (DESIGN 3.1-3.2)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lnl.data.longtail import longtail_subsample
+from lnl.data.noise import NoiseSpec, apply_noise, read_label_file, realized_rate
+from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source
+from lnl.data.splits import make_split
+from lnl.data.transforms import build_transforms
+from lnl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataRequirements:
+    """What a method asks of the data: a clean stream, the train views, the clean-set augmentation."""
+
+    needs_clean: bool = False
+    train_views: tuple[str, ...] = ("weak",)
+    clean_augment: str = "weak"
+
+    @classmethod
+    def of(cls, module: Any) -> DataRequirements:
+        return cls(
+            getattr(module, "needs_clean", False),
+            tuple(getattr(module, "train_views", ("weak",))),
+            getattr(module, "clean_augment", "weak"),
+        )
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 999_983 + index * 7_919) % (2**63 - 1)
+
+
+class LabelledImages(Dataset):
+    """Images of one part with the labels to train on; items are dicts (DESIGN 3.1).
+
+    The sampler yields (epoch, index) pairs; each sample's augmentation is drawn from torch's RNG seeded with
+    (seed, epoch, index) inside `fork_rng`, so a run does not depend on the worker count and resumes exactly.
+    """
+
+    def __init__(
+        self,
+        images: ImageSet,
+        labels: np.ndarray,
+        true_labels: np.ndarray | None,
+        transforms: dict[str, Callable] | Callable,
+        seed: int = 0,
+    ) -> None:
+        self.images, self.seed = images, seed
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.true_labels = None if true_labels is None else torch.as_tensor(true_labels, dtype=torch.long)
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        image = self.images.image(index)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(_sample_seed(self.seed, epoch, index))
+            if isinstance(self.transforms, dict):
+                x = {view: t(image) for view, t in self.transforms.items()}
+            else:
+                x = self.transforms(image)
+        item = {"x": x, "y": self.labels[index], "index": index}
+        if self.true_labels is not None:
+            item["y_true"] = self.true_labels[index]
+        return item
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffled (epoch, index) pairs from a fixed index set, sharded over ranks like `DistributedSampler`.
+
+    `num_samples_per_rank` makes the stream longer than one pass (successive permutations), so a cycled clean
+    stream never repeats an order inside an epoch; `per_epoch` replaces the index set each epoch (Clothing1M's
+    class-balanced subsample).
+    """
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        num_samples_per_rank: int | None = None,
+        per_epoch: Callable[[int], np.ndarray] | None = None,
+    ) -> None:
+        self.indices, self.seed, self.rank, self.num_replicas = np.asarray(indices), seed, rank, world_size
+        self.shuffle, self.epoch, self.per_epoch = shuffle, 0, per_epoch
+        base = len(per_epoch(0)) if per_epoch else len(self.indices)
+        self.num_samples = num_samples_per_rank or -(-base // world_size)
+        self.total_size = self.num_samples * world_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = self.per_epoch(self.epoch) if self.per_epoch else self.indices
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order: list[np.ndarray] = []
+        while sum(map(len, order)) < self.total_size:
+            order.append(indices[rng.permutation(len(indices))] if self.shuffle else indices)
+        stream = np.concatenate(order)[: self.total_size]
+        for index in stream[self.rank :: self.num_replicas]:
+            yield self.epoch, int(index)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def _concat(sets: list[ImageSet]) -> ImageSet:
+    """One ImageSet holding `sets` one after another (all in memory, or all file-backed)."""
+    labels = np.concatenate([s.labels for s in sets])
+    true_labels = np.concatenate([s.true_labels for s in sets])
+    if all(s.paths is not None for s in sets):
+        return ImageSet(labels, true_labels, paths=[p for s in sets for p in s.paths])
+    return ImageSet(labels, true_labels, images=np.concatenate([s.images for s in sets]))
+
+
+class NoisyLabelDataModule(LightningDataModule):
+    """Source -> long tail -> stratified clean / val / noisy split -> seeded noise -> loaders (DESIGN 3).
+
+    Args:
+        dataset: source name (`cifar10`, `cifar100`, `clothing1m`, `digits`, `folder_csv`).
+        root / download / source_kwargs: where the source lives (downloads only when `download: true`).
+        noise: the noise protocol applied to the noisy set (and to val when `val_labels: noisy`).
+        clean_per_class / val_per_class: sizes of the stratified clean and validation sets.
+        val_labels: `clean` for methods allowed clean data, `noisy` for the honest no-clean-data protocol (DML).
+        longtail_ratio: imbalance ratio ρ of the long-tailed subsample (None: balanced).
+        train_on: which part forms the training stream of single-stream methods: `noisy`, `clean` (a CE
+            reference trained on the clean set alone) or `both` (noisy set plus clean set with clean labels).
+        split_seed / noise_seed: seeds of the split and of the noise, independent of the training seed.
+        samples_per_epoch: class-balanced per-epoch subsample of the noisy set (Clothing1M).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        root: str = "data",
+        download: bool = False,
+        noise: NoiseSpec | None = None,
+        clean_per_class: int = 0,
+        val_per_class: int = 0,
+        val_labels: Literal["clean", "noisy"] = "clean",
+        longtail_ratio: float | None = None,
+        train_on: Literal["noisy", "clean", "both"] = "noisy",
+        batch_size: int = 128,
+        clean_batch_size: int | None = None,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        noise_seed: int = 0,
+        samples_per_epoch: int | None = None,
+        source_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.noise = noise or NoiseSpec()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ConfigError(f"data.{name} = {value}: must be a positive integer")
+        self.save_hyperparameters(ignore=["noise"])
+        self.source = create_source(dataset, root, download=download, **(source_kwargs or {}))
+        self.noise.validate(self.source.num_classes)
+        self.requirements = DataRequirements()
+        self.realized_rate = float("nan")
+        self.labels_sha256 = ""
+        self._built = False
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def in_chans(self) -> int:
+        return self.source.in_chans
+
+    # ------------------------------------------------------------------ building the labelled parts
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.lightning_module is not None:
+            self.requirements = DataRequirements.of(self.trainer.lightning_module)
+        if not self._built:
+            self._build()
+            self._built = True
+        if self.trainer is not None and self.trainer.is_global_zero and stage == "fit":
+            self.write_labels(self.trainer.log_dir)
+
+    def _build(self) -> None:
+        hp, source = self.hparams, self.source
+        if self.requirements.needs_clean and hp.clean_per_class == 0 and source.predefined_parts() is None:
+            raise ConfigError(
+                "data.clean_per_class = 0: this method needs a clean set; give a positive count"
+            )
+        self.train_set, self.test_set = source.train(), source.test()
+        self.train_size = len(self.train_set)
+        labels = self.train_set.labels
+        parts = source.predefined_parts()
+        if parts is not None:
+            self._build_predefined(parts)
+            return
+        subset = longtail_subsample(labels, hp.longtail_ratio, hp.split_seed) if hp.longtail_ratio else None
+        split = make_split(
+            labels,
+            clean_per_class=hp.clean_per_class,
+            val_per_class=hp.val_per_class,
+            seed=hp.split_seed,
+            subset=subset,
+        )
+        given = labels.copy()
+        given[split.noisy] = self._corrupt(split.noisy, hp.noise_seed)
+        if hp.val_labels == "noisy":  # the same protocol on val, with its own stream of the noise seed
+            given[split.val] = self._corrupt(split.val, hp.noise_seed + 1)
+        self.noisy_index, self.clean_index, self.val_index = split.noisy, split.clean, split.val
+        self.given_labels, self.true_labels = given, self.train_set.true_labels
+        self.val_set = self.train_set
+        self._finish()
+
+    def _corrupt(self, ids: np.ndarray, seed: int) -> np.ndarray:
+        spec, source, labels = self.noise, self.source, self.train_set.labels
+        features = self.train_set.raw_features(ids) if spec.kind == "instance" else None
+        file_labels = None
+        if spec.kind == "file":
+            full = read_label_file(
+                spec.file, key=spec.file_key, num_classes=source.num_classes,
+                expected_len=len(labels), clean_labels=labels,
+            )  # fmt: skip
+            file_labels = full[ids]
+        return apply_noise(
+            spec, labels[ids], source.num_classes, seed=seed,
+            class_map=source.asymmetric_map() if spec.kind == "asymmetric" else None,
+            features=features, file_labels=file_labels,
+        )  # fmt: skip
+
+    def _build_predefined(self, parts: dict[str, ImageSet]) -> None:
+        if self.noise.kind != "none":
+            raise ConfigError(
+                f"data.noise.kind = {self.noise.kind!r} for {self.hparams.dataset}: its labels are already noisy; "
+                "use kind: none"
+            )
+        # Concatenate noisy, clean and val parts into one indexable train set.
+        noisy, clean, val = parts["noisy"], parts["clean"], parts["val"]
+        offsets = np.cumsum([0, len(noisy), len(clean)])
+        self.train_set = _concat([noisy, clean, val])
+        self.train_size = len(self.train_set)
+        self.noisy_index = np.arange(len(noisy))
+        self.clean_index = offsets[1] + np.arange(len(clean))
+        self.val_index = offsets[2] + np.arange(len(val))
+        self.given_labels, self.true_labels = self.train_set.labels, self.train_set.true_labels
+        self.val_set = self.train_set
+        self._finish()
+
+    def _finish(self) -> None:
+        for name, a, b in (("noisy/clean", self.noisy_index, self.clean_index),
+                           ("noisy/val", self.noisy_index, self.val_index),
+                           ("clean/val", self.clean_index, self.val_index)):  # fmt: skip
+            assert not np.intersect1d(a, b).size, f"{name} parts overlap"
+        self.realized_rate = realized_rate(
+            self.true_labels[self.noisy_index], self.given_labels[self.noisy_index]
+        )
+        self.labels_sha256 = hashlib.sha256(self.labels_csv().encode()).hexdigest()
+        log.info("noisy labels: realized rate %.4f, sha256 %s", self.realized_rate, self.labels_sha256)
+
+    # ------------------------------------------------------------------ persistence
+    def labels_csv(self) -> str:
+        """`index,split,true_label,noisy_label` for every used training sample (DESIGN 3.2)."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["index", "split", "true_label", "noisy_label"])
+        rows = [(i, part) for part, ids in (("noisy", self.noisy_index), ("clean", self.clean_index),
+                                            ("val", self.val_index)) for i in ids]  # fmt: skip
+        for i, part in sorted(rows):
+            writer.writerow([i, part, int(self.true_labels[i]), int(self.given_labels[i])])
+        return out.getvalue()
+
+    def write_labels(self, directory: str | None) -> None:
+        """Write labels.csv into the run directory (rank zero)."""
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, "labels.csv"), "w") as f:
+                f.write(self.labels_csv())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "labels_sha256": self.labels_sha256,
+            "noisy_index": torch.as_tensor(self.noisy_index),
+            "clean_index": torch.as_tensor(self.clean_index),
+            "val_index": torch.as_tensor(self.val_index),
+            "given_labels": torch.as_tensor(self.given_labels),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("labels_sha256") != self.labels_sha256:
+            raise ConfigError(
+                f"checkpoint labels sha256 = {state.get('labels_sha256')!r} differ from this config's "
+                f"{self.labels_sha256!r}: resume with the data settings (split_seed, noise_seed, noise, "
+                "per-class counts) the checkpoint was trained with"
+            )
+
+    # ------------------------------------------------------------------ loaders
+    def _transforms(self) -> Any:
+        source = self.source
+        return build_transforms(source.family, mean=source.mean, std=source.std, image_size=source.image_size)
+
+    def _dist(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _seed(self) -> int:
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _loader(
+        self, dataset: Dataset, sampler: EpochSampler, batch_size: int, drop_last: bool
+    ) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+            num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )  # fmt: skip
+
+    def train_dataloader(self) -> Any:
+        hp, req, t = self.hparams, self.requirements, self._transforms()
+        rank, world = self._dist()
+        views = {view: getattr(t, view) for view in req.train_views}
+        train_ids = {"noisy": self.noisy_index, "clean": self.clean_index,
+                     "both": np.concatenate([self.noisy_index, self.clean_index])}[hp.train_on]  # fmt: skip
+        noisy_set = LabelledImages(
+            self.train_set, self.given_labels, self.true_labels,
+            views if len(views) > 1 else views[req.train_views[0]], seed=self._seed(),
+        )  # fmt: skip
+        per_epoch = None
+        if hp.samples_per_epoch:
+            labels = self.given_labels[train_ids]
+            per_epoch = lambda epoch: train_ids[
+                clothing_balanced_subsample(labels, hp.samples_per_epoch, hp.split_seed, epoch)
+            ]  # noqa: E731,E501
+        sampler = EpochSampler(train_ids, seed=self._seed(), rank=rank, world_size=world, per_epoch=per_epoch)
+        noisy = self._loader(noisy_set, sampler, hp.batch_size, drop_last=len(sampler) >= hp.batch_size)
+        if not req.needs_clean:
+            return {"noisy": noisy}
+        clean_bs = hp.clean_batch_size or hp.batch_size
+        clean_t = t.clean_autoaugment if req.clean_augment == "autoaugment" else t.weak
+        clean_set = LabelledImages(self.train_set, self.given_labels, None, clean_t, seed=self._seed() + 1)
+        n_batches = max(len(noisy), 1)
+        clean_sampler = EpochSampler(
+            self.clean_index, seed=self._seed() + 1, rank=rank, world_size=world,
+            num_samples_per_rank=n_batches * clean_bs,
+        )  # fmt: skip
+        clean = self._loader(clean_set, clean_sampler, clean_bs, drop_last=True)
+        return CombinedLoader({"noisy": noisy, "clean": clean}, mode="max_size_cycle")
+
+    def _eval_loader(self, images: ImageSet, labels: np.ndarray, ids: np.ndarray) -> DataLoader:
+        dataset = LabelledImages(images, labels, None, self._transforms().eval)
+        sampler = EpochSampler(ids, seed=0, shuffle=False, **dict(zip(("rank", "world_size"), self._dist())))
+        return self._loader(dataset, sampler, self.hparams.eval_batch_size, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if len(self.val_index) == 0:
+            return []
+        return self._eval_loader(self.val_set, self.given_labels, self.val_index)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set, self.test_set.labels, np.arange(len(self.test_set)))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,201 @@
+"""File-backed sources (DESIGN 3.4): Clothing1M (key lists + kv files) and a user's folder + CSV.
+
+Registered through :mod:`lnl.data.sources` (which imports this module): ``create_source("clothing1m", root)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lnl.data.sources import IMAGENET_MEAN, IMAGENET_STD, DataSource, ImageSet, _root_dir, register_source
+from lnl.errors import ConfigError
+
+CLOTHING1M_CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket",
+                      "Down Coat", "Suit", "Shawl", "Dress", "Vest", "Underwear")  # fmt: skip
+CLOTHING1M_SIZES = dict(noisy_train=1_000_000, clean_train=47_570, clean_val=14_313, clean_test=10_526)
+
+
+def _check_exist(root: Path, rels: list[str], what: str) -> None:
+    """Count listed images that are missing (one directory walk, not one stat per file) and fail early."""
+    found: set[str] = set()
+    tops = {r.split("/", 1)[0] for r in rels if "/" in r}
+    for top in tops & {p.name for p in root.iterdir() if p.is_dir()}:
+        for d, _, files in os.walk(root / top, followlinks=True):
+            rel = Path(d).relative_to(root).as_posix()
+            found.update(f"{rel}/{f}" for f in files)
+    missing = [r for r in rels if r not in found and not (root / r).is_file()]
+    if missing:
+        n = f"{len(missing)} of {len(rels)}"
+        raise ConfigError(f"{what}: {n} listed images are missing under {root} (first: {missing[0]})")
+
+
+def _check_range(labels: np.ndarray, num_classes: int, what: str, lines: np.ndarray | None = None) -> None:
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        where = f" line {lines[bad[0]]}" if lines is not None else ""
+        raise ConfigError(
+            f"{what}{where}: label {labels[bad[0]]} out of range; allowed are 0..{num_classes - 1}"
+        )
+
+
+def _read_pairs(path: Path, sep: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``path label`` rows -> (keys, labels, line numbers). Clothing1M kv files are space separated; CSVs
+    comma separated with an optional header (a first row whose label is not an integer)."""
+    with path.open(newline="") as f:
+        reader = csv.reader(f) if sep == "," else (ln.split() for ln in f)
+        rows = [(i + 1, r) for i, r in enumerate(reader) if r]
+    if rows and sep == "," and len(rows[0][1]) == 2 and not rows[0][1][1].strip().lstrip("-").isdigit():
+        rows = rows[1:]  # header
+    keys, labels = [], []
+    for line, r in rows:
+        try:
+            k, v = r
+            labels.append(int(v))
+            keys.append(k.strip())
+        except ValueError:
+            raise ConfigError(f"{path} line {line}: {r} is not 'path{sep or ' '}label'") from None
+    return keys, np.asarray(labels, dtype=np.int64), np.asarray([line for line, _ in rows], dtype=np.int64)
+
+
+@register_source("clothing1m")
+class Clothing1MSource(DataSource):
+    """Clothing1M (DESIGN 3.4): noisy = noisy_train with its noisy labels (true label = the image's clean
+    label where it has one, else -1), clean = clean_train, val = clean_val, test = clean_test.
+
+    The six lists sit in ``root`` or ``root/annotations``; keys are paths relative to ``root``
+    (``images/...``). List sizes differing from the release raise ConfigError (a warning with
+    ``strict_sizes=False``); keys without a label or image fail early, with their count.
+    """
+
+    family, num_classes, image_size = "clothing", 14, 224
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __init__(self, root, download: bool = False, strict_sizes: bool = True) -> None:
+        if download:
+            raise ConfigError(
+                "download = true: Clothing1M cannot be downloaded automatically; request it from its authors "
+                "and set the data root to the folder holding images/ and the lists"
+            )
+        root = self.root = _root_dir(root, "clothing1m", "images/ and the key/kv lists")
+        files = [f"{k}_key_list.txt" for k in CLOTHING1M_SIZES] + ["noisy_label_kv.txt", "clean_label_kv.txt"]
+        ann = root if (root / files[-1]).is_file() else root / "annotations"
+        missing = [f for f in files if not (ann / f).is_file()]
+        if missing:
+            raise ConfigError(f"data root = {root}: {missing[0]} not found there nor in annotations/ "
+                              f"(clothing1m needs {', '.join(files)})")  # fmt: skip
+        keys = {k: (ann / f"{k}_key_list.txt").read_text().split() for k in CLOTHING1M_SIZES}
+        sizes = {k: (len(v), CLOTHING1M_SIZES[k]) for k, v in keys.items()}
+        wrong = [f"{k} {n:,} (expected {want:,})" for k, (n, want) in sizes.items() if n != want]
+        if wrong:
+            msg = f"clothing1m list sizes differ from the release: {'; '.join(wrong)}"
+            if strict_sizes:
+                raise ConfigError(f"{msg}; set strict_sizes: false to use these lists anyway")
+            warnings.warn(msg, stacklevel=2)
+        kv = {n: dict(zip(*_read_pairs(ann / f"{n}_label_kv.txt", None)[:2])) for n in ("noisy", "clean")}
+        self._parts = {}
+        for k, ks in keys.items():
+            kind = "noisy" if k == "noisy_train" else "clean"
+            unlabeled = [key for key in ks if key not in kv[kind]]
+            if unlabeled:
+                raise ConfigError(f"clothing1m {k}_key_list.txt: {len(unlabeled)} keys have no label in "
+                                  f"{kind}_label_kv.txt (first: {unlabeled[0]})")  # fmt: skip
+            y = np.asarray([kv[kind][key] for key in ks], dtype=np.int64)
+            _check_range(y, 14, f"clothing1m {k}_key_list.txt")
+            true = (
+                np.asarray([kv["clean"].get(key, -1) for key in ks], dtype=np.int64) if kind == "noisy" else y
+            )
+            self._parts[k] = ImageSet(y, true, paths=[str(root / key) for key in ks])
+        _check_exist(root, [key for ks in keys.values() for key in ks], "clothing1m")
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(CLOTHING1M_CLASSES)
+
+    def train(self) -> ImageSet:
+        return self._parts["noisy_train"]
+
+    def test(self) -> ImageSet:
+        return self._parts["clean_test"]
+
+    def predefined_parts(self) -> dict[str, ImageSet]:
+        p = self._parts
+        return {"noisy": p["noisy_train"], "clean": p["clean_train"], "val": p["clean_val"]}
+
+
+@register_source("folder_csv")
+class FolderCSVSource(DataSource):
+    """A user's images with CSVs of ``path,label`` rows (paths relative to ``root``; optional header).
+
+    ``train_csv``: noisy labels. ``clean_csv`` / ``val_csv``: trusted sets; given a ``val_csv``,
+    ``predefined_parts`` returns {"noisy", "clean" (empty without clean_csv), "val"} (a clean_csv needs a
+    val_csv), otherwise the data module splits ``train()``. A training image also listed in clean_csv gets
+    that label as its true label (else -1). ``num_classes`` defaults to the largest label + 1. Out-of-range
+    labels and missing images raise ConfigError.
+    """
+
+    family = "generic"
+
+    def __init__(
+        self,
+        root,
+        download: bool = False,
+        train_csv: str = "train.csv",
+        clean_csv: str | None = None,
+        val_csv: str | None = None,
+        test_csv: str | None = None,
+        num_classes: int | None = None,
+        image_size: int = 224,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ) -> None:
+        if download:
+            raise ConfigError("download = true: folder_csv reads local files only; set download: false")
+        self.root = root = _root_dir(root, "folder_csv", "the images and CSV files")
+        if clean_csv and not val_csv:
+            raise ConfigError(
+                f"val_csv = None: a clean_csv ({clean_csv}) needs a val_csv too (given parts are "
+                "noisy/clean/val, as for Clothing1M); or drop clean_csv and let the data module split"
+            )
+        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+        tables = {}
+        for part, name in {"train": train_csv, "clean": clean_csv, "val": val_csv, "test": test_csv}.items():
+            if name is None:
+                continue
+            if not (root / name).is_file():
+                raise ConfigError(f"{part}_csv = {name}: file not found under {root}")
+            tables[part] = (*_read_pairs(root / name, ","), root / name)
+        if not len(tables["train"][1]):
+            raise ConfigError(f"train_csv = {train_csv}: no 'path,label' rows in it")
+        top = max(int(t[1].max(initial=-1)) for t in tables.values()) + 1
+        self.num_classes = int(num_classes) if num_classes is not None else top
+        for rels, y, lines, path in tables.values():
+            _check_range(y, self.num_classes, f"{path} (num_classes = {self.num_classes})", lines)
+            _check_exist(root, rels, str(path))
+        clean_of = dict(zip(*tables["clean"][:2])) if "clean" in tables else {}
+        self._parts = {}
+        for part, (rels, y, _, _) in tables.items():
+            true = [clean_of.get(r, -1) for r in rels] if part == "train" else y.copy()
+            self._parts[part] = ImageSet(y, true, paths=[str(root / r) for r in rels])
+
+    def train(self) -> ImageSet:
+        return self._parts["train"]
+
+    def test(self) -> ImageSet:
+        if "test" not in self._parts:
+            raise ConfigError("test_csv = None: folder_csv needs a test_csv of 'path,label' rows to test")
+        return self._parts["test"]
+
+    def predefined_parts(self) -> dict[str, ImageSet] | None:
+        if "val" not in self._parts:
+            return None
+        empty = ImageSet(np.zeros(0), np.zeros(0), paths=[])
+        return {
+            "noisy": self._parts["train"],
+            "clean": self._parts.get("clean", empty),
+            "val": self._parts["val"],
+        }

@@ -1,0 +1,71 @@
+"""Pure loss functions shared by the methods (no module state, no RNG)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction = {reduction!r}: expected 'mean', 'sum' or 'none'")
+
+
+def soft_cross_entropy(logits: Tensor, target_probs: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy against soft targets: -sum_c q_c log softmax(z)_c (MLC/EMLC student loss)."""
+    return _reduce(-(target_probs * F.log_softmax(logits, dim=-1)).sum(dim=-1), reduction)
+
+
+def smoothed_cross_entropy(
+    logits: Tensor, labels: Tensor, smoothing: float = 0.0, reduction: str = "mean"
+) -> Tensor:
+    """Cross-entropy with label smoothing (Szegedy et al. 2016): target (1-s)·onehot + s/C."""
+    return F.cross_entropy(logits, labels, reduction=reduction, label_smoothing=smoothing)
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Distillation term ξ²·KL(softmax(t/ξ) ‖ softmax(s/ξ)), batch mean (Hinton et al. 2015; DML Eq. 5)."""
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    return temperature**2 * kl.mean()
+
+
+def uda_consistency(
+    logits_weak: Tensor, logits_strong: Tensor, temperature: float, threshold: float
+) -> tuple[Tensor, Tensor]:
+    """UDA consistency (Xie et al. 2020): mean_i 1[max p_i ≥ thr]·CE(sg p_i, strong_i), p = softmax(weak/τ).
+
+    Returns the loss (mean over all given samples, 0 for an empty batch) and the confidence mask.
+    """
+    target = F.softmax(logits_weak.detach() / temperature, dim=-1)
+    mask = (target.max(dim=-1).values >= threshold).to(logits_strong.dtype)
+    if logits_strong.shape[0] == 0:
+        return logits_strong.sum() * 0.0, mask
+    per_sample = soft_cross_entropy(logits_strong, target, reduction="none")
+    return (per_sample * mask).mean(), mask
+
+
+def gce_loss(logits: Tensor, labels: Tensor, q: float = 0.7, reduction: str = "mean") -> Tensor:
+    """Generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q) / q."""
+    p_y = F.softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1).clamp_min(1e-12)
+    return _reduce((1.0 - p_y.pow(q)) / q, reduction)
+
+
+def per_sample_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-sample CE (float32 even under bf16 autocast), e.g. for small-loss scores."""
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Top-1 accuracy of a batch, ignoring labels < 0 (unknown)."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return torch.tensor(float("nan"), device=logits.device)
+    return (logits.argmax(dim=-1)[known] == labels[known]).float().mean()

@@ -1,0 +1,184 @@
+"""`LNLModule`: what every method shares (DESIGN 4): networks, metrics, val/test, optimizers, manual-step helpers."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lnl.errors import ConfigError
+from lnl.models.backbones import create_backbone
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient term became NaN/inf (DESIGN 6); the message names the step and the term."""
+
+
+class LNLModule(LightningModule):
+    """Base of every method: a student backbone, accuracy for each evaluated network, optimizer injection.
+
+    A method sets the class attributes that tell the data module what it needs: `needs_clean` (a clean stream),
+    `train_views` (("weak",) or ("weak", "strong")), `clean_augment` ("weak" or "autoaugment"), and lists the
+    networks to evaluate in `eval_nets` (validation logs `val/acc` for the student, `val/acc_<name>` for others).
+    Bi-level methods set `self.automatic_optimization = False` and use the manual-step helpers below.
+    """
+
+    needs_clean: ClassVar[bool] = False
+    train_views: ClassVar[tuple[str, ...]] = ("weak",)
+    clean_augment: ClassVar[str] = "weak"
+    eval_nets: ClassVar[tuple[str, ...]] = ("student",)
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet32_cifar",
+        backbone_kwargs: dict[str, Any] | None = None,
+        in_chans: int = 3,
+        optimizer: OptimizerCallable = torch.optim.SGD,
+        scheduler: LRSchedulerCallable | None = None,
+        grad_clip: float | None = None,
+        on_nonfinite: Literal["raise", "skip"] = "raise",
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ConfigError(f"model.num_classes = {num_classes}: need at least 2 classes")
+        if grad_clip is not None and grad_clip <= 0:
+            raise ConfigError(f"model.grad_clip = {grad_clip}: must be a positive norm or null")
+        self.save_hyperparameters(ignore=[k for k in self._callable_arg_names()])
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.student = self.build_backbone(backbone, backbone_kwargs)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{name}": MulticlassAccuracy(num_classes, average="micro")
+                for stage in ("val", "test")
+                for name in self.eval_nets
+            }
+        )
+
+    def _callable_arg_names(self) -> list[str]:
+        import inspect
+
+        names: list[str] = []
+        for cls in type(self).__mro__:
+            if "__init__" in vars(cls):
+                names += [p for p in inspect.signature(cls.__init__).parameters if "optimizer" in p or "scheduler" in p]
+        return sorted(set(names))
+
+    def build_backbone(self, name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
+        """A backbone with this module's classes and input channels (used for students and teachers alike)."""
+        return create_backbone(name, self.num_classes, in_chans=self.hparams.in_chans, **(kwargs or {}))
+
+    # ---------------------------------------------------------------- lifecycle and guards
+    def setup(self, stage: str) -> None:
+        trainer = self._trainer
+        if trainer is None or self.automatic_optimization:
+            return
+        method = type(self).__name__
+        if str(trainer.precision) in ("16-mixed", "16", "16-true"):
+            raise ConfigError(
+                f"trainer.precision = {trainer.precision!r} for {method}: fp16 loss scaling would silently rescale "
+                "the meta-gradients this method writes itself; use 'bf16-mixed' or '32'"
+            )
+        if trainer.gradient_clip_val:
+            raise ConfigError(
+                f"trainer.gradient_clip_val = {trainer.gradient_clip_val} for {method}: not allowed with manual "
+                "optimization; set model.grad_clip instead"
+            )
+        if trainer.accumulate_grad_batches != 1:
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches = {trainer.accumulate_grad_batches} for {method}: not allowed "
+                "with manual optimization; use a larger data.batch_size"
+            )
+
+    def on_train_epoch_end(self) -> None:
+        if self.automatic_optimization:
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
+
+    # ---------------------------------------------------------------- optimizers
+    def make_optimizer(self, factory: OptimizerCallable, params: Any) -> torch.optim.Optimizer:
+        """Instantiate an injected optimizer for a parameter group (one per network)."""
+        return factory(params)
+
+    def make_scheduler(self, factory: LRSchedulerCallable | None, optimizer: torch.optim.Optimizer) -> Any:
+        """Instantiate an injected LR scheduler, or return None."""
+        return None if factory is None else factory(optimizer)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.make_optimizer(self.optimizer_factory, self.student.parameters())
+        scheduler = self.make_scheduler(self.scheduler_factory, optimizer)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ---------------------------------------------------------------- manual-optimization helpers
+    def optimizer_step_manual(self, opt: Any) -> None:
+        """Clip (model.grad_clip), step and zero one optimizer in manual mode."""
+        if self.hparams.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def check_finite(self, name: str, value: Tensor) -> bool:
+        """True if `value` is finite; otherwise raise NonFiniteError (or return False with on_nonfinite=skip)."""
+        if bool(torch.isfinite(value.detach()).all()):
+            return True
+        if self.hparams.on_nonfinite == "skip":
+            self.log("train/skipped_nonfinite", 1.0, reduce_fx="sum")
+            return False
+        raise NonFiniteError(
+            f"non-finite {name} at step {self.global_step} (epoch {self.current_epoch}); "
+            "lower the learning rate, or set model.on_nonfinite: skip to skip such steps"
+        )
+
+    @staticmethod
+    def current_lr(opt: Any) -> float:
+        """The learning rate η of an optimizer's first parameter group, as used in the next step."""
+        return float(opt.param_groups[0]["lr"])
+
+    def step_generator(self, device: torch.device | str) -> torch.Generator:
+        """A generator seeded from (run seed, global step, rank): resume- and worker-count-independent sampling."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        rank = self.global_rank if self._trainer is not None else 0
+        generator = torch.Generator(device=device)
+        generator.manual_seed((seed * 1_000_003 + self.global_step * 7919 + rank * 104_729) % (2**63 - 1))
+        return generator
+
+    def all_reduce_mean(self, value: Tensor) -> Tensor:
+        """Mean of a tensor over ranks (returns it unchanged outside DDP)."""
+        from lnl.hypergrad.distributed import all_reduce_mean
+
+        return all_reduce_mean(value)
+
+    # ---------------------------------------------------------------- evaluation
+    def eval_logits(self, name: str, x: Tensor) -> Tensor:
+        """Logits of evaluated network `name` (override when a network needs more than the image)."""
+        return getattr(self, name)(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(x)
+
+    def _eval_step(self, stage: str, batch: dict[str, Tensor]) -> None:
+        for name in self.eval_nets:
+            metric = self.metrics[f"{stage}_{name}"]
+            metric.update(self.eval_logits(name, batch["x"]), batch["y"])
+            key = f"{stage}/acc" if name == "student" else f"{stage}/acc_{name}"
+            self.log(key, metric, on_step=False, on_epoch=True, prog_bar=name == "student")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self.student(batch["x"]).argmax(dim=-1)

@@ -1,0 +1,34 @@
+"""CE (empirical risk minimisation) on the noisy labels: the baseline and the unit of every speed ratio (DESIGN 4.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from lnl.losses import accuracy, smoothed_cross_entropy
+from lnl.methods.base import LNLModule
+
+
+class CE(LNLModule):
+    """Cross-entropy on the noisy stream, optional label smoothing; automatic optimization.
+
+    Args:
+        label_smoothing: ε of label-smoothed CE (0 gives plain CE).
+        **kwargs: everything `LNLModule` takes (num_classes, backbone, optimizer, scheduler, ...).
+    """
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(num_classes, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        noisy = batch["noisy"]
+        logits = self.student(noisy["x"])
+        loss = smoothed_cross_entropy(logits, noisy["y"], self.label_smoothing)
+        self.check_finite("CE loss", loss)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc_noisy", accuracy(logits.detach(), noisy["y"]))
+        if bool((noisy["y_true"] >= 0).any()):
+            self.log("train/acc_true", accuracy(logits.detach(), noisy["y_true"]))
+        return loss

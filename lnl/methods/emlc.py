@@ -1,0 +1,302 @@
+"""EMLC: Enhanced Meta Label Correction (DESIGN 4.2; paper Props. 1-3, Eqs. 10-12).
+
+All meta-gradient maths lives in `lnl.hypergrad`, the teacher in `lnl.models.teachers`. `MetaStepMixin` holds
+what EMLC and MLC share (the student's soft-target step, the jvp|unrolled meta-gradient, gradient averaging).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lnl.errors import ConfigError
+from lnl.hypergrad import (
+    all_reduce_grads,
+    all_reduce_mean_dict,
+    clean_grad,
+    effective_lrs,
+    kstep_surrogate,
+    named_params,
+    sgd_step_fn,
+    snapshot_params,
+    unrolled_metagrad,
+    world_size,
+)
+from lnl.losses import soft_cross_entropy
+from lnl.methods.base import LNLModule
+from lnl.models.teachers import LabelCorrector
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"model.{name} = {value!r}: allowed values are {', '.join(map(str, allowed))}")
+
+
+class MetaStepMixin:
+    """Shared steps of soft-target meta-learners (EMLC, MLC) on an `LNLModule` with `self.student`."""
+
+    def _manual_ddp(self) -> None:
+        """Every gradient here comes from autograd.grad and is averaged by hand (DESIGN 4): DDP's reducer is idle."""
+        ddp = self.trainer.strategy.model
+        if isinstance(ddp, DistributedDataParallel):
+            ddp.require_backward_grad_sync = False
+
+    def _apply_grads(self, opt: Any, params: list[Tensor], grads: Any, term: str) -> bool:
+        """Write grads, average them across ranks, check finiteness, clip and step `opt` (False if skipped)."""
+        for p, g in zip(params, grads):
+            p.grad = torch.zeros_like(p) if g is None else g.detach()
+        all_reduce_grads(params)
+        norm = torch.stack(torch._foreach_norm([p.grad for p in params])).sum()
+        if not self.check_finite(term, norm):
+            opt.zero_grad(set_to_none=True)
+            return False
+        self.optimizer_step_manual(opt)
+        return True
+
+    def _soft_target_step(
+        self,
+        opt: Any,
+        logits: Tensor,
+        targets: Tensor,
+        meta_params: list[Tensor],
+        clean: tuple[Tensor, Tensor],
+    ) -> dict[str, Any] | None:
+        """One real student step on softCE(logits, targets); with `unrolled`, also the exact meta-gradient.
+
+        jvp: returns the pre-step snapshot θ and η for the surrogate (targets are detached here). unrolled:
+        differentiates the clean loss through the optimizer's step with create_graph (MLC's virtual step, equal to
+        the real one) and reuses its inner gradient for the real step.
+        """
+        named = named_params(self.student)
+        torch_opt = getattr(opt, "optimizer", opt)
+        if self.hparams.hypergrad == "unrolled":
+            loss = soft_cross_entropy(logits, targets)
+            if not self.check_finite("student loss", loss):
+                return None
+            if not isinstance(torch_opt, torch.optim.SGD):
+                raise ConfigError(
+                    f"model.hypergrad = 'unrolled' needs an SGD student optimizer, got {type(torch_opt).__name__}"
+                )
+            meta, clean_loss, grads = unrolled_metagrad(
+                loss, named, meta_params, self.student, None, *clean, sgd_step_fn(torch_opt, named)
+            )
+            ok = self._apply_grads(opt, list(named.values()), grads.values(), "student gradient")
+            return {"loss": loss.detach(), "meta_grads": meta, "meta_loss": clean_loss} if ok else None
+        loss = soft_cross_entropy(logits, targets.detach())
+        if not self.check_finite("student loss", loss):
+            return None
+        theta, eta = snapshot_params(named), effective_lrs(torch_opt, named)
+        grads = torch.autograd.grad(loss, list(named.values()))
+        ok = self._apply_grads(opt, list(named.values()), grads, "student gradient")
+        return {"loss": loss.detach(), "theta": theta, "eta": eta} if ok else None
+
+    def _jvp_meta(
+        self, pending: list[dict], clean: tuple[Tensor, Tensor], reduction: str
+    ) -> tuple[Tensor, Tensor]:
+        """(surrogate, clean loss at θ'): g_w at the current params (all-reduced), JVPs at the stored snapshots."""
+        loss_c, g_w = clean_grad(self.student, named_params(self.student), None, *clean)
+        g_w = all_reduce_mean_dict(g_w)
+        sur, _ = kstep_surrogate(
+            self.student, [p["theta"] for p in pending], None, [p["x"] for p in pending],
+            [p["q"] for p in pending], g_w, [p["eta"] for p in pending], reduction,
+            [p["denom"] for p in pending],
+        )  # fmt: skip
+        return sur, self.all_reduce_mean(loss_c)
+
+    def _broadcast_buffers(self, *modules: nn.Module) -> None:
+        """Rank 0's BN statistics everywhere before evaluation (each rank saw different batches)."""
+        if world_size() > 1:
+            for m in modules:
+                for buf in m.buffers():
+                    dist.broadcast(buf, src=0)
+
+    def _load_init_checkpoint(self, path: str, targets: dict[str, nn.Module]) -> None:
+        """Strict optional initialization: match keys (after stripping wrapper prefixes) and shapes, fail on zero."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "backbone"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        for name, module in targets.items():
+            own = module.state_dict()
+            matched: dict[str, Tensor] = {}
+            for key, value in state.items():
+                parts = key.split(".")
+                cands = [".".join(parts[i:]) for i in range(len(parts))]
+                hit = next((c for c in cands if c in own), None)
+                if hit is None:
+                    continue
+                if own[hit].shape != value.shape:
+                    raise ConfigError(f"model.init_checkpoint = {path!r}: {key} has shape {tuple(value.shape)}, "
+                                      f"{name}.{hit} needs {tuple(own[hit].shape)}")  # fmt: skip
+                matched[hit] = value
+            if not matched:
+                raise ConfigError(f"model.init_checkpoint = {path!r}: no key matches the {name} network")
+            module.load_state_dict(matched, strict=False)
+            rank_zero_info(f"init_checkpoint: loaded {len(matched)}/{len(own)} {name} tensors from {path}")
+
+
+class EMLC(MetaStepMixin, LNLModule):
+    """EMLC: student S, label-correcting teacher (own backbone + 128-d label embedding + gate), meta-learned.
+
+    Per batch: teacher CE (+ BCE on corrupted clean labels) gradients on the clean batch (AutoAugment), then
+    q = teacher(x, ỹ) keeping its graph, a real SGD step of S on softCE(S(x), sg q) (+ gold half when `mix_gold`),
+    snapshot θ kept. Every k-th batch (and at the epoch's last batch): g_w = ∇CE(S(x_m; θ')) on the meta batch
+    (the clean batch, or its second half with `mix_gold`), all-reduced; teacher loss = Σ_j c_j·mean⟨sg u_j, q_j⟩
+    + CE + BCE (Eq. 12), u_j = JVP of log S at θ_j on batch j along g_w (`hypergrad: jvp`), or the exact
+    unrolled second-order gradient (`unrolled`, k = 1). One teacher step.
+
+    Decisions: corruption hits the odd positions of the clean batch (target 1 where the label is still right);
+    BCE and CE train the whole teacher; one optimizer for backbone, embedding and gate (same SGD settings as the
+    official code's two). The epoch's last batch closes a partial k-cycle, so end-of-epoch checkpoints hold no
+    pending state. The teacher's supervised grads are taken first, which keeps peak memory at two activation sets.
+    """
+
+    needs_clean: ClassVar[bool] = True
+    clean_augment: ClassVar[str] = "autoaugment"
+    eval_nets: ClassVar[tuple[str, ...]] = ("student", "teacher")
+    bench_variants: ClassVar[dict[str, dict]] = {
+        "k1_jvp": {"k": 1, "hypergrad": "jvp"},
+        "k1_unrolled": {"k": 1, "hypergrad": "unrolled"},
+        "k5_jvp": {"k": 5, "hypergrad": "jvp"},
+    }
+
+    def __init__(
+        self,
+        num_classes: int,
+        teacher_backbone: str | None = None,
+        teacher_backbone_kwargs: dict[str, Any] | None = None,
+        teacher_optimizer: OptimizerCallable = torch.optim.SGD,
+        teacher_scheduler: LRSchedulerCallable | None = None,
+        k: int = 1,
+        hypergrad: Literal["jvp", "unrolled"] = "jvp",
+        corruption: Literal["none", "random", "adversarial"] = "none",
+        mix_gold: bool = False,
+        kstep_reduction: Literal["sum", "mean"] = "sum",
+        embed_dim: int = 128,
+        gate_hidden: int = 128,
+        init_checkpoint: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_classes, **kwargs)
+        _choice("hypergrad", hypergrad, ("jvp", "unrolled"))
+        _choice("corruption", corruption, ("none", "random", "adversarial"))
+        _choice("kstep_reduction", kstep_reduction, ("sum", "mean"))
+        if k < 1 or (hypergrad == "unrolled" and k != 1):
+            raise ConfigError(f"model.k = {k}: must be >= 1 (and 1 with hypergrad: unrolled)")
+        self.automatic_optimization = False
+        same = teacher_backbone is None
+        backbone = self.build_backbone(
+            self.hparams.backbone if same else teacher_backbone,
+            self.hparams.backbone_kwargs if same else teacher_backbone_kwargs,
+        )
+        self.teacher = LabelCorrector(backbone, num_classes, embed_dim, gate_hidden)
+        self.teacher_optimizer_factory, self.teacher_scheduler_factory = teacher_optimizer, teacher_scheduler
+        if init_checkpoint:
+            self._load_init_checkpoint(
+                init_checkpoint, {"student": self.student, "teacher": self.teacher.backbone}
+            )
+        self._pending: list[dict[str, Any]] = []
+
+    def configure_optimizers(self) -> Any:
+        opts = [self.make_optimizer(self.optimizer_factory, self.student.parameters()),
+                self.make_optimizer(self.teacher_optimizer_factory, self.teacher.parameters())]  # fmt: skip
+        facts = (self.scheduler_factory, self.teacher_scheduler_factory)
+        scheds = [self.make_scheduler(f, o) for f, o in zip(facts, opts)]
+        return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds if s is not None]
+
+    def on_validation_epoch_start(self) -> None:
+        self._broadcast_buffers(self.student, self.teacher)
+
+    def on_train_epoch_start(self) -> None:
+        self._pending = []
+
+    # ---------------------------------------------------------------- the step
+    def _teacher_supervised(self, x: Tensor, y: Tensor) -> tuple[list, dict[str, Tensor]]:
+        """Gradients of CE(teacher logits, y) + BCE(gate logit, label still correct) on the clean batch."""
+        h, logits = self.teacher.features_and_logits(x)
+        ce = F.cross_entropy(logits.float(), y)
+        logs, loss = {"train/teacher_ce": ce.detach()}, ce
+        if self.hparams.corruption != "none":
+            corrupt = torch.arange(y.shape[0], device=y.device) % 2 == 1
+            if self.hparams.corruption == "random":
+                g = self.step_generator(y.device)
+                wrong = torch.randint(0, self.num_classes, y.shape, generator=g, device=y.device)
+            else:  # adversarial: the teacher's strongest wrong class
+                wrong = logits.detach().float().scatter(1, y[:, None], float("-inf")).argmax(1)
+            y_tilde = torch.where(corrupt, wrong, y)
+            a = self.teacher.gate_logit(h, y_tilde).float()
+            bce = F.binary_cross_entropy_with_logits(a, (y_tilde == y).float())
+            loss = loss + bce
+            w = torch.sigmoid(a.detach())
+            logs |= {
+                "train/bce": bce.detach(),
+                "train/gate_clean": w[~corrupt].mean(),
+                "train/gate_corrupted": w[corrupt].mean(),
+            }
+        grads = torch.autograd.grad(loss, list(self.teacher.parameters()), allow_unused=True)
+        return list(grads), logs
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._manual_ddp()
+        hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
+        s_opt, t_opt = self.optimizers()
+        x, y, xc, yc = nb["x"], nb["y"], cb["x"], cb["y"]
+        n_batches = self.trainer.num_training_batches
+        closes = len(self._pending) + 1 >= hp.k or (n_batches != float("inf") and batch_idx + 1 >= n_batches)
+        meta = (xc, yc)
+        x_s, gold = x, None
+        if hp.mix_gold:
+            half = yc.shape[0] // 2
+            gold, meta = F.one_hot(yc[:half], self.num_classes).float(), (xc[half:], yc[half:])
+            x_s = torch.cat([x, xc[:half]])
+        t_params = list(self.teacher.parameters())
+        sup, logs = self._teacher_supervised(xc, yc) if closes else (None, {})
+
+        h, t_logits = self.teacher.features_and_logits(x)
+        q, a = self.teacher.correct(h, t_logits, y)
+        targets = q if gold is None else torch.cat([q, gold])
+        out = self._soft_target_step(s_opt, self.student(x_s), targets, t_params, meta)
+        if out is None:  # skipped (on_nonfinite: skip)
+            return
+        self._log_targets(q, a, nb)
+        logs["train/loss_student"] = out["loss"]
+        if hp.hypergrad == "jvp":
+            self._pending.append(
+                {"theta": out["theta"], "eta": out["eta"], "x": x_s, "q": q, "denom": x_s.shape[0]}
+            )
+        if closes:
+            if hp.hypergrad == "jvp":
+                sur, meta_loss = self._jvp_meta(self._pending, meta, hp.kstep_reduction)
+                meta_grads = torch.autograd.grad(sur, t_params, allow_unused=True)
+            else:
+                meta_grads, meta_loss = out["meta_grads"], self.all_reduce_mean(out["meta_loss"])
+            self._pending = []
+            grads = [s if m is None else (m if s is None else s + m) for s, m in zip(sup, meta_grads)]
+            self._apply_grads(t_opt, t_params, grads, "teacher meta-gradient")
+            logs["train/meta_loss"] = meta_loss
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=y.shape[0])
+
+    def _log_targets(self, q: Tensor, a: Tensor, nb: dict[str, Any]) -> None:
+        """Gate means (overall, on right / wrong noisy labels) and per-epoch label recovery (needs y_true)."""
+        w = torch.sigmoid(a.detach().float())
+        self.log("train/gate_noisy", w.mean(), on_step=True, on_epoch=False, batch_size=w.shape[0])
+        y, y_true = nb["y"], nb.get("y_true")
+        if y_true is None or not bool((y_true >= 0).any()):
+            return
+        known = y_true >= 0
+        right, wrong = known & (y == y_true), known & (y != y_true)
+        hit = (q.detach().argmax(1) == y_true).float()
+        epoch = {"train/label_recovery": (hit, known), "train/wrong_label_recovery": (hit, wrong),
+                 "train/gate_right_label": (w, right), "train/gate_wrong_label": (w, wrong)}  # fmt: skip
+        for name, (v, m) in epoch.items():
+            if bool(m.any()):
+                self.log(
+                    name, v[m].mean(), on_step=False, on_epoch=True, batch_size=int(m.sum()), sync_dist=True
+                )

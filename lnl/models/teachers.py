@@ -1,0 +1,90 @@
+"""Label-correcting teachers: EMLC's label corrector (EMLC §3.6, Fig. 3) and MLC's meta-net (Zheng et al. 2021).
+
+Both map (sample, noisy label ỹ) to a soft target q over C classes that the student is trained on; their
+parameters are the meta-parameters α of the bi-level problem. Targets are computed in float32 (also under bf16
+autocast) because the meta-gradient surrogate is linear in them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lnl.models.backbones import features_and_logits
+
+
+def gated_target(gate_logit: Tensor, y: Tensor, logits: Tensor) -> Tensor:
+    """q = w·onehot(ỹ) + (1 − w)·softmax(logits), w = sigmoid(gate logit) (EMLC Fig. 3, App. D Eq. 31)."""
+    w = torch.sigmoid(gate_logit.float())[:, None]
+    onehot = F.one_hot(y, logits.shape[-1]).float()
+    return w * onehot + (1.0 - w) * F.softmax(logits.float(), dim=-1)
+
+
+class LabelCorrector(nn.Module):
+    """EMLC teacher: own backbone (features h, classifier logits), label embedding E (C × 128) of ỹ, and a gate MLP
+    [h, E(ỹ)] → 128 → ReLU → 1 whose logit a gives w = sigmoid(a); q = w·onehot(ỹ) + (1 − w)·softmax(logits).
+
+    `forward(x)` returns the classifier logits (the teacher's own prediction, evaluated as `val/acc_teacher`).
+    """
+
+    def __init__(
+        self, backbone: nn.Module, num_classes: int, embed_dim: int = 128, hidden: int = 128
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.embedding = nn.Embedding(num_classes, embed_dim)
+        self.gate = nn.Sequential(
+            nn.Linear(int(backbone.num_features) + embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
+
+    def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Penultimate features h [B, D] and classifier logits [B, C] of the teacher's backbone."""
+        return features_and_logits(self.backbone, x)
+
+    def gate_logit(self, h: Tensor, y: Tensor) -> Tensor:
+        """The gate logit a [B] for features h and (possibly corrupted) labels y."""
+        z = self.embedding(y).to(h.dtype)
+        return self.gate(torch.cat([h, z], dim=1)).squeeze(1)
+
+    def correct(self, h: Tensor, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(q [B, C] float32, gate logit a [B]) for noisy labels y."""
+        a = self.gate_logit(h, y)
+        return gated_target(a, y, logits), a
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features_and_logits(x)[1]
+
+
+class MetaLabelNet(nn.Module):
+    """MLC meta-net: [sg h_student, E(ỹ)] → 128 → tanh → 128 → tanh → C, softmax (Zheng et al. 2021, DESIGN 4.3).
+
+    With `skip=True` one extra output unit is a gate logit a and q = w·onehot(ỹ) + (1 − w)·softmax (as EMLC's gate).
+    The caller passes the student's penultimate features; they are detached here.
+    """
+
+    def __init__(
+        self, feature_dim: int, num_classes: int, embed_dim: int = 128, hidden: int = 128, skip: bool = False
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.skip = num_classes, skip
+        self.embedding = nn.Embedding(num_classes, embed_dim)
+        self.net = nn.Sequential(
+            nn.Linear(feature_dim + embed_dim, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, num_classes + int(skip)),
+        )
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, h: Tensor, y: Tensor) -> Tensor:
+        h = h.detach()
+        out = self.net(torch.cat([h, self.embedding(y).to(h.dtype)], dim=1))
+        if self.skip:
+            return gated_target(out[:, -1], y, out[:, :-1])
+        return F.softmax(out.float(), dim=-1)

@@ -1,0 +1,22 @@
+"""Shared fixtures: small threads budget, tests/ importable (for `fakedata`), runs inside a temp directory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test inside a fresh temporary directory (runs/ and data/ land there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,101 @@
+"""The `lnl` command end to end: quickstart outputs, W&B offline, resume, seeds, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lnl.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FAST = ["--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def run_dir(name: str, version: int = 0) -> Path:
+    return Path("runs") / name / f"version_{version}"
+
+
+def final_params(directory: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(directory / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return state["state_dict"]
+
+
+@pytest.mark.slow
+def test_quickstart_writes_config_labels_results_and_checkpoints(in_tmp: Path, capsys) -> None:
+    assert main(["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), *FAST]) == 0
+    out = run_dir("quickstart_ce")
+    for name in ("config.yaml", "labels.csv", "results.json", "checkpoints/last.ckpt"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())
+    assert abs(results["noise/realized_rate"] - 0.40) <= 0.01
+    assert 0.0 <= results["test/acc_best_val"] <= 1.0 and 0.0 <= results["test/acc_last"] <= 1.0
+    assert {"seed", "noise_seed", "split_seed", "labels_sha256", "method", "dataset"} <= set(results)
+    assert "test acc (best val ckpt)" in capsys.readouterr().out
+    with open(out / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    noisy = [r for r in rows if r["split"] == "noisy"]
+    wrong = sum(r["true_label"] != r["noisy_label"] for r in noisy) / len(noisy)
+    assert wrong == pytest.approx(results["noise/realized_rate"])
+    assert any(r["true_label"] != r["noisy_label"] for r in rows if r["split"] == "val")  # val labels are noisy
+
+
+@pytest.mark.slow
+def test_resume_from_end_of_epoch_checkpoint_reproduces_uninterrupted_run(in_tmp: Path) -> None:
+    base = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), *FAST[1:], "--trainer.limit_train_batches=4"]
+    assert main([*base, "--trainer.max_epochs=2"]) == 0
+    assert main([*base, "--trainer.max_epochs=1"]) == 0
+    first = run_dir("quickstart_ce", 1) / "checkpoints" / "last.ckpt"
+    assert main([*base, "--trainer.max_epochs=2", f"--ckpt_path={first}"]) == 0
+    uninterrupted, resumed = final_params(run_dir("quickstart_ce", 0)), final_params(run_dir("quickstart_ce", 2))
+    for key, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_labels_do_not_depend_on_training_seed_or_workers(in_tmp: Path) -> None:
+    args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    assert main([*args, "--seed_everything=1", "--data.num_workers=0"]) == 0
+    assert main([*args, "--seed_everything=2", "--data.num_workers=2"]) == 0
+    assert main([*args, "--data.init_args.noise_seed=5"]) == 0
+    sha = [json.loads((run_dir("quickstart_ce", v) / "results.json").read_text())["labels_sha256"] for v in range(3)]
+    assert sha[0] == sha[1] != sha[2]
+
+
+@pytest.mark.slow
+def test_wandb_logger_fragment_makes_an_offline_run(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--config", str(CONFIGS / "logger" / "wandb.yaml"),
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    assert main(args) == 0
+    runs = list(Path("runs/wandb").glob("offline-run-*"))
+    assert runs, "no offline W&B run directory"
+    assert list(runs[0].glob("*.wandb")), "offline run has no event file"
+    assert (Path("runs/lightning_logs/version_0") / "results.json").exists()
+
+
+BAD_INPUTS = [
+    (["--data.init_args.noise.rate=1.5"], "1.5"),
+    (["--data.init_args.noise.kind=sideways"], "sideways"),
+    (["--data.init_args.dataset=imagenet22k"], "imagenet22k"),
+    (["--data.init_args.dataset=cifar10", "--data.init_args.root=nowhere"], "nowhere"),
+    (["--data.init_args.val_per_class=1000"], "1000"),
+    (["--data.init_args.noise.kind=file", "--data.init_args.noise.file=LABELS"], "length"),
+]
+
+
+@pytest.mark.parametrize(("extra", "needle"), BAD_INPUTS)
+def test_bad_input_is_one_clear_line_and_exit_code_2(in_tmp: Path, capsys, extra: list[str], needle: str) -> None:
+    Path("labels.npy").write_bytes(b"")
+    import numpy as np
+
+    np.save("labels.npy", np.zeros(7, dtype=np.int64))
+    extra = [e.replace("LABELS", str(in_tmp / "labels.npy")) for e in extra]
+    code = main(["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--trainer.max_epochs=1", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("lnl: error:") and needle in err[0], err
+    assert not Path("runs/quickstart_ce/version_0/results.json").exists()

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lnl.losses import gce_loss, kd_loss, smoothed_cross_entropy, soft_cross_entropy, uda_consistency
+
+
+def test_soft_ce_with_onehot_equals_ce() -> None:
+    logits, labels = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 3, 1, 2, 2])
+    torch.testing.assert_close(soft_cross_entropy(logits, F.one_hot(labels, 4).double()), F.cross_entropy(logits, labels))
+
+
+def test_smoothed_ce_matches_its_definition() -> None:
+    logits, labels, s = torch.randn(6, 5, dtype=torch.float64), torch.randint(0, 5, (6,)), 0.1
+    target = (1 - s) * F.one_hot(labels, 5).double() + s / 5
+    torch.testing.assert_close(smoothed_cross_entropy(logits, labels, s), soft_cross_entropy(logits, target))
+
+
+def test_kd_is_zero_for_equal_logits_and_scaled_kl_otherwise() -> None:
+    t = torch.randn(3, 4, dtype=torch.float64)
+    assert kd_loss(t, t, 0.7).abs() < 1e-12
+    s = torch.randn(3, 4, dtype=torch.float64)
+    kl = F.kl_div(F.log_softmax(s / 2, -1), F.log_softmax(t / 2, -1), log_target=True, reduction="batchmean")
+    torch.testing.assert_close(kd_loss(s, t, 2.0), 4 * kl)
+
+
+def test_uda_masks_unconfident_samples_and_stops_gradient_to_weak_view() -> None:
+    weak = torch.tensor([[10.0, 0.0], [0.1, 0.0]], requires_grad=True)
+    strong = torch.randn(2, 2, requires_grad=True)
+    loss, mask = uda_consistency(weak, strong, temperature=1.0, threshold=0.9)
+    assert mask.tolist() == [1.0, 0.0]
+    loss.backward()
+    assert weak.grad is None and strong.grad[1].abs().sum() == 0 and strong.grad[0].abs().sum() > 0
+
+
+def test_gce_interpolates_between_mae_and_ce() -> None:
+    logits, labels = torch.randn(8, 3, dtype=torch.float64), torch.randint(0, 3, (8,))
+    p_y = F.softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
+    torch.testing.assert_close(gce_loss(logits, labels, q=1.0), (1 - p_y).mean())
+    torch.testing.assert_close(gce_loss(logits, labels, q=1e-6), F.cross_entropy(logits, labels), rtol=1e-4, atol=1e-5)
