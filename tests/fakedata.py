@@ -91,9 +91,8 @@ def _balanced_labels(num_classes: int, per_class: int, rng: np.random.Generator)
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(
-        images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-    )  # CIFAR rows: R, G, B planes
+    """[N, H, W, 3] -> CIFAR rows [N, 3*H*W]: the R, G and B planes one after another."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), -1))
 
 
 def write_cifar10(root, n_train_per_class: int = 10, n_test_per_class: int = 2, seed: int = 0) -> Path:
@@ -103,11 +102,11 @@ def write_cifar10(root, n_train_per_class: int = 10, n_test_per_class: int = 2, 
     out.mkdir(parents=True, exist_ok=True)
     y_train = _balanced_labels(10, n_train_per_class, rng)
     y_test = _balanced_labels(10, n_test_per_class, rng)
-    parts = np.array_split(np.arange(len(y_train)), 5)
-    for b, (name, idx, y) in enumerate([(f"data_batch_{i + 1}", p, y_train[p]) for i, p in enumerate(parts)]
-                                       + [("test_batch", None, y_test)]):  # fmt: skip
+    parts = np.array_split(y_train, 5)
+    files = [(f"data_batch_{b + 1}", f"training batch {b + 1} of 5", y) for b, y in enumerate(parts)]
+    for b, (name, batch_label, y) in enumerate([*files, ("test_batch", "testing batch 1 of 1", y_test)]):
         entry = {
-            "batch_label": f"training batch {b + 1} of 5" if idx is not None else "testing batch 1 of 1",
+            "batch_label": batch_label,
             "labels": [int(v) for v in y],
             "data": _flat(_class_images(y, 32, 3, rng)),
             "filenames": [f"{CIFAR10_CLASSES[v]}_s_{b:02d}{i:04d}.png" for i, v in enumerate(y)],
@@ -139,9 +138,7 @@ def write_cifar100(root, n_train_per_class: int = 2, n_test_per_class: int = 1, 
 
 def _flip(y: np.ndarray, idx: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
     out = y.copy()
-    out[idx] = (
-        y[idx] + rng.integers(1, num_classes, size=len(idx))
-    ) % num_classes  # always a different class
+    out[idx] = (y[idx] + rng.integers(1, num_classes, size=len(idx))) % num_classes  # a different class
     return out
 
 

@@ -75,7 +75,10 @@ class Clothing1MSource(DataSource):
     family, num_classes, image_size = "clothing", 14, 224
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, root, download: bool = False, strict_sizes: bool = True) -> None:
+    def __init__(
+        self, root, download: bool = False, strict_sizes: bool = True, image_size: int = 224
+    ) -> None:
+        self.image_size = image_size  # crop size of the transforms (Resize(size*256/224) first)
         if download:
             raise ConfigError(
                 "download = true: Clothing1M cannot be downloaded automatically; request it from its authors "

@@ -7,6 +7,7 @@ silent are documented on the class.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -92,7 +93,11 @@ class DML(LNLModule):
             self.hparams.backbone_kwargs if same else teacher_backbone_kwargs,
         )
         self.teacher_optimizer_factory, self.teacher_scheduler_factory = teacher_optimizer, teacher_scheduler
-        self.selector = SmallLossSelector(num_classes, **vars(selection or SelectionConfig()))
+        if isinstance(selection, dict):  # from a checkpoint's hparams
+            selection = SelectionConfig(**selection)
+        selection = selection or SelectionConfig()
+        self.hparams["selection"] = asdict(selection)  # plain dict: checkpoints load with weights_only=True
+        self.selector = SmallLossSelector(num_classes, **asdict(selection))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
     # ---------------------------------------------------------------- setup

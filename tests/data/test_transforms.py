@@ -104,9 +104,7 @@ def test_digits_weak_is_a_shift_never_a_flip():
     torch.manual_seed(5)
     weak = tr.weak(img)
     torch.manual_seed(5)
-    assert torch.equal(
-        tr.get("autoaugment")(img), weak
-    )  # digits: no AutoAugment policy, the clean view is weak
+    assert torch.equal(tr.get("autoaugment")(img), weak)  # digits: no AutoAugment policy, clean view = weak
 
 
 def test_digits_strong_is_mild_but_different():

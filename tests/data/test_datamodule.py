@@ -1,0 +1,135 @@
+"""NoisyLabelDataModule: batch format, paired streams, disjoint parts, sharding, and y_true never trained on."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fakedata import write_cifar10, write_clothing1m
+from lightning.pytorch import Trainer
+
+from lnl.data.datamodule import DataRequirements, EpochSampler, NoisyLabelDataModule
+from lnl.data.longtail import longtail_counts
+from lnl.data.noise import NoiseSpec
+from lnl.methods.ce import CE
+
+
+def digits(**kwargs) -> NoisyLabelDataModule:
+    defaults = {"noise": NoiseSpec("symmetric", 0.4), "val_per_class": 5, "clean_per_class": 3, "batch_size": 32}
+    dm = NoisyLabelDataModule("digits", **(defaults | kwargs))
+    return dm
+
+
+def test_parts_are_disjoint_stratified_and_noise_only_on_noisy_part() -> None:
+    dm = digits()
+    dm.setup("fit")
+    assert len(np.intersect1d(dm.noisy_index, dm.clean_index)) == 0 and len(np.intersect1d(dm.noisy_index, dm.val_index)) == 0
+    assert np.bincount(dm.true_labels[dm.clean_index], minlength=10).tolist() == [3] * 10
+    assert np.bincount(dm.true_labels[dm.val_index], minlength=10).tolist() == [5] * 10
+    assert (dm.given_labels[dm.clean_index] == dm.true_labels[dm.clean_index]).all()
+    assert (dm.given_labels[dm.val_index] == dm.true_labels[dm.val_index]).all()  # val_labels: clean
+    assert abs(dm.realized_rate - 0.4) < 0.05
+    assert len(dm.noisy_index) + 80 == dm.train_size
+
+
+def test_two_view_noisy_batches_and_a_paired_clean_stream() -> None:
+    dm = digits()
+    dm.requirements = DataRequirements(needs_clean=True, train_views=("weak", "strong"))
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    batches = list(iter(loader))
+    assert len(batches) == len(dm.noisy_index) // 32
+    batch = batches[0][0] if isinstance(batches[0], tuple) else batches[0]
+    noisy, clean = batch["noisy"], batch["clean"]
+    assert set(noisy) == {"x", "y", "y_true", "index"} and set(noisy["x"]) == {"weak", "strong"}
+    assert noisy["x"]["weak"].shape == (32, 1, 8, 8) and not torch.equal(noisy["x"]["weak"], noisy["x"]["strong"])
+    assert set(clean) == {"x", "y", "index"} and clean["x"].shape == (32, 1, 8, 8)
+    assert set(clean["index"].tolist()) <= set(dm.clean_index.tolist())
+    assert set(noisy["index"].tolist()) <= set(dm.noisy_index.tolist())
+    torch.testing.assert_close(noisy["y"], torch.as_tensor(dm.given_labels[noisy["index"].numpy()]))
+
+
+def test_sampler_shards_are_a_partition_of_the_single_process_order() -> None:
+    ids = np.arange(100, 164)
+    single = [i for _, i in EpochSampler(ids, seed=3)]
+    shards = [[i for _, i in EpochSampler(ids, seed=3, rank=r, world_size=2)] for r in range(2)]
+    assert sorted(single) == ids.tolist()
+    for k in range(0, 64, 8):  # batch k of 8 on one process = batches k of 4 on each of 2 ranks
+        assert sorted(single[k : k + 8]) == sorted(shards[0][k // 2 : k // 2 + 4] + shards[1][k // 2 : k // 2 + 4])
+    sampler = EpochSampler(ids, seed=3)
+    sampler.set_epoch(1)
+    assert [i for _, i in sampler] != single
+
+
+def test_augmentations_depend_on_seed_epoch_and_index_not_on_call_order() -> None:
+    dm = digits()
+    dm.requirements = DataRequirements(train_views=("weak", "strong"))
+    dm.setup("fit")
+    dataset = dm.train_dataloader()["noisy"].dataset
+    i = int(dm.noisy_index[0])
+    first = dataset[(0, i)]["x"]["strong"]
+    dataset[(0, int(dm.noisy_index[1]))]
+    torch.manual_seed(123)
+    assert torch.equal(dataset[(0, i)]["x"]["strong"], first)
+    ids = [int(j) for j in dm.noisy_index[:20]]
+    changed = [not torch.equal(dataset[(1, j)]["x"]["strong"], dataset[(0, j)]["x"]["strong"]) for j in ids]
+    assert sum(changed) >= 15  # a new epoch draws new augmentations
+
+
+def _train_ce(dm: NoisyLabelDataModule, tmp_path: Path) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = CE(num_classes=10, backbone="tiny_cnn", in_chans=1, optimizer=partial(torch.optim.SGD, lr=0.1))
+    trainer = Trainer(max_epochs=1, limit_train_batches=5, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_never_reads_true_labels(tmp_path: Path) -> None:
+    reference = _train_ce(digits(), tmp_path)
+    shuffled = digits()
+    shuffled.setup("fit")
+    shuffled.true_labels = np.random.default_rng(0).permutation(shuffled.true_labels)
+    params = _train_ce(shuffled, tmp_path)
+    for key, value in reference.items():
+        torch.testing.assert_close(params[key], value, rtol=0, atol=0)
+
+
+def test_checkpointed_labels_must_match_on_resume() -> None:
+    dm = digits()
+    dm.setup("fit")
+    state = dm.state_dict()
+    other = digits(noise_seed=1)
+    other.setup("fit")
+    with pytest.raises(ValueError, match="labels sha256"):
+        other.load_state_dict(state)
+    dm.load_state_dict(state)  # same config: accepted
+
+
+def test_cifar_long_tail_and_asymmetric_noise_from_real_format_files(tmp_path: Path) -> None:
+    write_cifar10(tmp_path, n_train_per_class=60, n_test_per_class=2)
+    dm = NoisyLabelDataModule("cifar10", root=str(tmp_path), noise=NoiseSpec("asymmetric", 0.4, count="exact"),
+                              longtail_ratio=10, val_per_class=2)  # fmt: skip
+    dm.setup("fit")
+    used = np.concatenate([dm.noisy_index, dm.val_index])
+    assert np.bincount(dm.true_labels[used], minlength=10).tolist() == longtail_counts(60, 10, 10)
+    flipped = dm.noisy_index[dm.given_labels[dm.noisy_index] != dm.true_labels[dm.noisy_index]]
+    pairs = set(zip(dm.true_labels[flipped].tolist(), dm.given_labels[flipped].tolist()))
+    assert pairs <= {(9, 1), (2, 0), (4, 7), (3, 5), (5, 3)}
+
+
+def test_clothing1m_uses_its_predefined_parts(tmp_path: Path) -> None:
+    write_clothing1m(tmp_path, n_noisy=28, n_clean=14, n_val=14, n_test=14)
+    dm = NoisyLabelDataModule("clothing1m", root=str(tmp_path), source_kwargs={"strict_sizes": False, "image_size": 32},
+                              samples_per_epoch=14, batch_size=7)  # fmt: skip
+    dm.requirements = DataRequirements(needs_clean=True)
+    dm.setup("fit")
+    assert (len(dm.noisy_index), len(dm.clean_index), len(dm.val_index)) == (28, 14, 14)
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    assert batch["noisy"]["x"].shape == (7, 3, 32, 32)
+    assert len(loader) == 2  # 14 class-balanced samples per epoch, batch 7
