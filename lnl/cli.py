@@ -122,7 +122,21 @@ def main(args: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("high")
     try:
         LNLCLI(args=args)
-    except (ConfigError, NonFiniteError) as error:
-        print(f"lnl: error: {error}", file=sys.stderr)
+    except Exception as error:  # our errors may arrive wrapped by jsonargparse's instantiation
+        cause = _user_error(error)
+        if cause is None:
+            raise
+        print(f"lnl: error: {cause}", file=sys.stderr)
         return 2
     return 0
+
+
+def _user_error(error: BaseException | None) -> BaseException | None:
+    """The ConfigError / NonFiniteError in an exception chain, if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (ConfigError, NonFiniteError)):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -74,7 +74,7 @@ def test_wandb_logger_fragment_makes_an_offline_run(in_tmp: Path, monkeypatch: p
     runs = list(Path("runs/wandb").glob("offline-run-*"))
     assert runs, "no offline W&B run directory"
     assert list(runs[0].glob("*.wandb")), "offline run has no event file"
-    assert (Path("runs/lightning_logs/version_0") / "results.json").exists()
+    assert (run_dir("quickstart_ce") / "results.json").exists()
 
 
 BAD_INPUTS = [
@@ -83,7 +83,8 @@ BAD_INPUTS = [
     (["--data.init_args.dataset=imagenet22k"], "imagenet22k"),
     (["--data.init_args.dataset=cifar10", "--data.init_args.root=nowhere"], "nowhere"),
     (["--data.init_args.val_per_class=1000"], "1000"),
-    (["--data.init_args.noise.kind=file", "--data.init_args.noise.file=LABELS"], "length"),
+    (["--data.init_args.noise.kind=file", "--data.init_args.noise.rate=0", "--data.init_args.noise.count=sampled",
+      "--data.init_args.noise.file=LABELS"], "7"),
 ]
 
 

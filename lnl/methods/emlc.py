@@ -39,6 +39,19 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"model.{name} = {value!r}: allowed values are {', '.join(map(str, allowed))}")
 
 
+def _match_key(key: str, own: dict[str, Tensor]) -> str | None:
+    """The own key that `key` names after dropping wrapper prefixes on either side (unique, >= 2 components)."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1):
+        cand = ".".join(parts[i:])
+        hits = [o for o in own if o == cand or o.endswith("." + cand)]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            return None
+    return None
+
+
 class MetaStepMixin:
     """Shared steps of soft-target meta-learners (EMLC, MLC) on an `LNLModule` with `self.student`."""
 
@@ -127,9 +140,7 @@ class MetaStepMixin:
             own = module.state_dict()
             matched: dict[str, Tensor] = {}
             for key, value in state.items():
-                parts = key.split(".")
-                cands = [".".join(parts[i:]) for i in range(len(parts))]
-                hit = next((c for c in cands if c in own), None)
+                hit = _match_key(key, own)
                 if hit is None:
                     continue
                 if own[hit].shape != value.shape:
