@@ -101,7 +101,9 @@ class StepTimer(Callback):
             self.rss_start = _rss_mb()
         self.t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._sync(module)
         if batch_idx >= self.warmup:
             self.times.append(1000 * (time.perf_counter() - self.t0))

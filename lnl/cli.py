@@ -40,7 +40,9 @@ class LNLCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
-        kwargs.setdefault("trainer_defaults", {"logger": {"class_path": "CSVLogger", "init_args": {"save_dir": RUN_ROOT}}})
+        kwargs.setdefault(
+            "trainer_defaults", {"logger": {"class_path": "CSVLogger", "init_args": {"save_dir": RUN_ROOT}}}
+        )
         super().__init__(LNLModule, NoisyLabelDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -64,7 +66,11 @@ class LNLCLI(LightningCLI):
     def before_fit(self) -> None:
         datamodule, checkpoint = self.datamodule, self.trainer.checkpoint_callback
         datamodule.requirements = type(datamodule.requirements).of(self.model)
-        if checkpoint is not None and datamodule.hparams.val_per_class == 0 and datamodule.source.predefined_parts() is None:
+        if (
+            checkpoint is not None
+            and datamodule.hparams.val_per_class == 0
+            and datamodule.source.predefined_parts() is None
+        ):
             checkpoint.monitor = None  # no validation set: keep the last checkpoint only
 
     def after_fit(self) -> None:
@@ -74,35 +80,47 @@ class LNLCLI(LightningCLI):
         checkpoint = trainer.checkpoint_callback
         last = trainer.test(model, datamodule=datamodule, verbose=False)
         best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
-        best = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False) if best_path else None
+        best = (
+            trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+            if best_path
+            else None
+        )
         best_score = checkpoint.best_model_score if checkpoint is not None else None
         results = {
-            "test/acc_last": _metric(last, "test/acc"),
-            "test/acc_best_val": _metric(best, "test/acc"),
-            "val/acc_best": float(best_score) if best_score is not None else math.nan,
+            **_tagged(last, "_last"),
+            **_tagged(best, "_best_val"),
+            "val/acc_best": float(best_score) if best_score is not None else None,
             "noise/realized_rate": datamodule.realized_rate,
             "method": type(model).__name__,
             "dataset": datamodule.hparams.dataset,
             "noise": vars(datamodule.noise) | {"tag": datamodule.noise.tag},
-            "seed": self.config_init[self.subcommand].get("seed_everything"),
+            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
             "noise_seed": datamodule.hparams.noise_seed,
             "split_seed": datamodule.hparams.split_seed,
             "labels_sha256": datamodule.labels_sha256,
-            "clean_budget": int(len(datamodule.clean_index) + (len(datamodule.val_index) if datamodule.hparams.val_labels == "clean" else 0)),
+            "clean_budget": int(len(datamodule.clean_index))
+            + (int(len(datamodule.val_index)) if datamodule.hparams.val_labels == "clean" else 0),
             "best_checkpoint": best_path,
         }
+        results.setdefault("test/acc_best_val", None)
+        results = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
+        run_dir = trainer.log_dir or RUN_ROOT  # a collective call under DDP: every rank asks
         if trainer.is_global_zero:
-            run_dir = trainer.log_dir or RUN_ROOT
             os.makedirs(run_dir, exist_ok=True)
             with open(os.path.join(run_dir, "results.json"), "w") as f:
                 json.dump(results, f, indent=2, default=str)
             print(summary(results, run_dir))
 
 
-def _metric(outputs: list[dict[str, float]] | None, key: str) -> float:
-    if not outputs:
-        return math.nan
-    return float(outputs[0].get(key, math.nan))
+def _tagged(outputs: list[dict[str, float]] | None, suffix: str) -> dict[str, float]:
+    """`test/acc` -> `test/acc<suffix>` (and the teacher's accuracies likewise) from `trainer.test` outputs."""
+    return {
+        f"{k}{suffix}": float(v) for k, v in (outputs[0] if outputs else {}).items() if k.startswith("test/")
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def summary(results: dict[str, Any], run_dir: str) -> str:
@@ -110,9 +128,9 @@ def summary(results: dict[str, Any], run_dir: str) -> str:
     noise = results["noise"]
     return (
         f"\nlnl: {results['method']} on {results['dataset']} with {noise['tag']} noise "
-        f"(realized rate {results['noise/realized_rate']:.3f})\n"
-        f"  test acc (best val ckpt) {results['test/acc_best_val']:.4f} | test acc (last) {results['test/acc_last']:.4f}"
-        f" | best val acc {results['val/acc_best']:.4f}\n"
+        f"(realized rate {_fmt(results['noise/realized_rate'])})\n"
+        f"  test acc (best val ckpt) {_fmt(results['test/acc_best_val'])} | "
+        f"test acc (last) {_fmt(results.get('test/acc_last'))} | best val acc {_fmt(results['val/acc_best'])}\n"
         f"  run directory: {run_dir}\n"
     )
 

@@ -12,7 +12,11 @@ import torch
 from lnl.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-FAST = ["--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+FAST = [
+    "--trainer.max_epochs=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
 
 
 def run_dir(name: str, version: int = 0) -> Path:
@@ -40,17 +44,28 @@ def test_quickstart_writes_config_labels_results_and_checkpoints(in_tmp: Path, c
     noisy = [r for r in rows if r["split"] == "noisy"]
     wrong = sum(r["true_label"] != r["noisy_label"] for r in noisy) / len(noisy)
     assert wrong == pytest.approx(results["noise/realized_rate"])
-    assert any(r["true_label"] != r["noisy_label"] for r in rows if r["split"] == "val")  # val labels are noisy
+    assert any(
+        r["true_label"] != r["noisy_label"] for r in rows if r["split"] == "val"
+    )  # val labels are noisy
 
 
 @pytest.mark.slow
 def test_resume_from_end_of_epoch_checkpoint_reproduces_uninterrupted_run(in_tmp: Path) -> None:
-    base = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), *FAST[1:], "--trainer.limit_train_batches=4"]
+    base = [
+        "fit",
+        "--config",
+        str(CONFIGS / "quickstart_ce.yaml"),
+        *FAST[1:],
+        "--trainer.limit_train_batches=4",
+    ]
     assert main([*base, "--trainer.max_epochs=2"]) == 0
     assert main([*base, "--trainer.max_epochs=1"]) == 0
     first = run_dir("quickstart_ce", 1) / "checkpoints" / "last.ckpt"
     assert main([*base, "--trainer.max_epochs=2", f"--ckpt_path={first}"]) == 0
-    uninterrupted, resumed = final_params(run_dir("quickstart_ce", 0)), final_params(run_dir("quickstart_ce", 2))
+    uninterrupted, resumed = (
+        final_params(run_dir("quickstart_ce", 0)),
+        final_params(run_dir("quickstart_ce", 2)),
+    )
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
 
@@ -61,7 +76,10 @@ def test_labels_do_not_depend_on_training_seed_or_workers(in_tmp: Path) -> None:
     assert main([*args, "--seed_everything=1", "--data.num_workers=0"]) == 0
     assert main([*args, "--seed_everything=2", "--data.num_workers=2"]) == 0
     assert main([*args, "--data.init_args.noise_seed=5"]) == 0
-    sha = [json.loads((run_dir("quickstart_ce", v) / "results.json").read_text())["labels_sha256"] for v in range(3)]
+    sha = [
+        json.loads((run_dir("quickstart_ce", v) / "results.json").read_text())["labels_sha256"]
+        for v in range(3)
+    ]
     assert sha[0] == sha[1] != sha[2]
 
 
@@ -83,13 +101,22 @@ BAD_INPUTS = [
     (["--data.init_args.dataset=imagenet22k"], "imagenet22k"),
     (["--data.init_args.dataset=cifar10", "--data.init_args.root=nowhere"], "nowhere"),
     (["--data.init_args.val_per_class=1000"], "1000"),
-    (["--data.init_args.noise.kind=file", "--data.init_args.noise.rate=0", "--data.init_args.noise.count=sampled",
-      "--data.init_args.noise.file=LABELS"], "7"),
+    (
+        [
+            "--data.init_args.noise.kind=file",
+            "--data.init_args.noise.rate=0",
+            "--data.init_args.noise.count=sampled",
+            "--data.init_args.noise.file=LABELS",
+        ],
+        "7",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("extra", "needle"), BAD_INPUTS)
-def test_bad_input_is_one_clear_line_and_exit_code_2(in_tmp: Path, capsys, extra: list[str], needle: str) -> None:
+def test_bad_input_is_one_clear_line_and_exit_code_2(
+    in_tmp: Path, capsys, extra: list[str], needle: str
+) -> None:
     Path("labels.npy").write_bytes(b"")
     import numpy as np
 

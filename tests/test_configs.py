@@ -99,7 +99,9 @@ def test_config_smoke_fit(path: Path, fake_roots: dict[str, Path], in_tmp: Path)
     assert np.isfinite(values["test/acc_last"])
 
 
-def test_every_logger_fragment_composes_with_the_quickstart(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_logger_fragment_composes_with_the_quickstart(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     for fragment in FRAGMENTS:
         args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--config", str(fragment),

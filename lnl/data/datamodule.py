@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -125,6 +126,11 @@ class EpochSampler(DistributedSampler):
         return self.num_samples
 
 
+def _balanced_epoch(ids: np.ndarray, labels: np.ndarray, size: int, seed: int, epoch: int) -> np.ndarray:
+    """The class-balanced per-epoch subsample of `ids` (identical on every rank: a function of seed and epoch)."""
+    return ids[clothing_balanced_subsample(labels, size, seed, epoch)]
+
+
 def _concat(sets: list[ImageSet]) -> ImageSet:
     """One ImageSet holding `sets` one after another (all in memory, or all file-backed)."""
     labels = np.concatenate([s.labels for s in sets])
@@ -198,8 +204,10 @@ class NoisyLabelDataModule(LightningDataModule):
         if not self._built:
             self._build()
             self._built = True
-        if self.trainer is not None and self.trainer.is_global_zero and stage == "fit":
-            self.write_labels(self.trainer.log_dir)
+        if self.trainer is not None and stage == "fit":
+            log_dir = self.trainer.log_dir  # a collective call under DDP: every rank asks
+            if self.trainer.is_global_zero:
+                self.write_labels(log_dir)
 
     def _build(self) -> None:
         hp, source = self.hparams, self.source
@@ -345,10 +353,9 @@ class NoisyLabelDataModule(LightningDataModule):
         )  # fmt: skip
         per_epoch = None
         if hp.samples_per_epoch:
-            labels = self.given_labels[train_ids]
-            per_epoch = lambda epoch: train_ids[
-                clothing_balanced_subsample(labels, hp.samples_per_epoch, hp.split_seed, epoch)
-            ]  # noqa: E731,E501
+            per_epoch = partial(
+                _balanced_epoch, train_ids, self.given_labels[train_ids], hp.samples_per_epoch, hp.split_seed
+            )
         sampler = EpochSampler(train_ids, seed=self._seed(), rank=rank, world_size=world, per_epoch=per_epoch)
         noisy = self._loader(noisy_set, sampler, hp.batch_size, drop_last=len(sampler) >= hp.batch_size)
         if not req.needs_clean:

@@ -68,7 +68,11 @@ class LNLModule(LightningModule):
         names: list[str] = []
         for cls in type(self).__mro__:
             if "__init__" in vars(cls):
-                names += [p for p in inspect.signature(cls.__init__).parameters if "optimizer" in p or "scheduler" in p]
+                names += [
+                    p
+                    for p in inspect.signature(cls.__init__).parameters
+                    if "optimizer" in p or "scheduler" in p
+                ]
         return sorted(set(names))
 
     def build_backbone(self, name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:

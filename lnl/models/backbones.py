@@ -59,7 +59,9 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
         super().__init__()
         cout = planes * self.expansion
-        self.body = nn.Sequential(*_conv_bn(cin, planes, stride), nn.ReLU(inplace=True), *_conv_bn(planes, cout))
+        self.body = nn.Sequential(
+            *_conv_bn(cin, planes, stride), nn.ReLU(inplace=True), *_conv_bn(planes, cout)
+        )
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
@@ -113,14 +115,18 @@ def _stages(block: type, cin: int, widths: list[int], depths: list[int], strides
     return nn.Sequential(*layers)
 
 
-def _resnet(block: type, depths: list[int], widths: list[int], num_classes: int, in_chans: int) -> ClassifierNet:
+def _resnet(
+    block: type, depths: list[int], widths: list[int], num_classes: int, in_chans: int
+) -> ClassifierNet:
     stem = nn.Sequential(*_conv_bn(in_chans, widths[0]), nn.ReLU(inplace=True))
     strides = [1] + [2] * (len(widths) - 1)
     trunk = nn.Sequential(stem, _stages(block, widths[0], widths, depths, strides))
     return ClassifierNet(trunk, widths[-1] * block.expansion, num_classes)
 
 
-def _wide_resnet(depth: int, widen: int, num_classes: int, in_chans: int, drop_rate: float = 0.0) -> ClassifierNet:
+def _wide_resnet(
+    depth: int, widen: int, num_classes: int, in_chans: int, drop_rate: float = 0.0
+) -> ClassifierNet:
     n = (depth - 4) // 6
     widths = [16 * widen, 32 * widen, 64 * widen]
     layers: list[nn.Module] = [nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)]
@@ -143,21 +149,27 @@ def _no_pretrained(name: str, pretrained: bool) -> None:
 
 
 @register_model
-def resnet32_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+def resnet32_cifar(
+    pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any
+) -> nn.Module:
     """ResNet-32 for 32x32 inputs (He et al. 2016, Sec. 4.2): 3 stages x 5 basic blocks, 16/32/64 channels."""
     _no_pretrained("resnet32_cifar", pretrained)
     return _resnet(BasicBlock, [5, 5, 5], [16, 32, 64], num_classes, in_chans)
 
 
 @register_model
-def resnet34_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+def resnet34_cifar(
+    pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any
+) -> nn.Module:
     """ResNet-34 with a 3x3 stem and no max-pool (CIFAR variant)."""
     _no_pretrained("resnet34_cifar", pretrained)
     return _resnet(BasicBlock, [3, 4, 6, 3], [64, 128, 256, 512], num_classes, in_chans)
 
 
 @register_model
-def resnet50_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+def resnet50_cifar(
+    pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any
+) -> nn.Module:
     """ResNet-50 (bottleneck) with a 3x3 stem and no max-pool (CIFAR variant)."""
     _no_pretrained("resnet50_cifar", pretrained)
     return _resnet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes, in_chans)
@@ -194,7 +206,9 @@ def wrn28_10(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3,
 
 
 @register_model
-def digits_cnn(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, **kwargs: Any) -> nn.Module:
+def digits_cnn(
+    pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, **kwargs: Any
+) -> nn.Module:
     """Small CNN for 8x8 Digits: two 3x3 conv-BN-ReLU blocks (32, 64), a 2x2 max-pool, 64-d features."""
     _no_pretrained("digits_cnn", pretrained)
     trunk = nn.Sequential(
@@ -230,7 +244,9 @@ def create_backbone(
     if not timm.is_model(name):
         ours = ", ".join(sorted(n for n in timm.list_models() if n.endswith("_cifar") or n in _OURS))
         raise ConfigError(f"backbone = {name!r} is not a timm model name; CIFAR-style choices: {ours}")
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return timm.create_model(
+        name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
+    )
 
 
 _OURS = ("wrn28_2", "wrn28_10", "digits_cnn", "tiny_cnn", "tiny_mlp")

@@ -18,7 +18,12 @@ from lnl.methods.ce import CE
 
 
 def digits(**kwargs) -> NoisyLabelDataModule:
-    defaults = {"noise": NoiseSpec("symmetric", 0.4), "val_per_class": 5, "clean_per_class": 3, "batch_size": 32}
+    defaults = {
+        "noise": NoiseSpec("symmetric", 0.4),
+        "val_per_class": 5,
+        "clean_per_class": 3,
+        "batch_size": 32,
+    }
     dm = NoisyLabelDataModule("digits", **(defaults | kwargs))
     return dm
 
@@ -26,7 +31,10 @@ def digits(**kwargs) -> NoisyLabelDataModule:
 def test_parts_are_disjoint_stratified_and_noise_only_on_noisy_part() -> None:
     dm = digits()
     dm.setup("fit")
-    assert len(np.intersect1d(dm.noisy_index, dm.clean_index)) == 0 and len(np.intersect1d(dm.noisy_index, dm.val_index)) == 0
+    assert (
+        len(np.intersect1d(dm.noisy_index, dm.clean_index)) == 0
+        and len(np.intersect1d(dm.noisy_index, dm.val_index)) == 0
+    )
     assert np.bincount(dm.true_labels[dm.clean_index], minlength=10).tolist() == [3] * 10
     assert np.bincount(dm.true_labels[dm.val_index], minlength=10).tolist() == [5] * 10
     assert (dm.given_labels[dm.clean_index] == dm.true_labels[dm.clean_index]).all()
@@ -45,7 +53,9 @@ def test_two_view_noisy_batches_and_a_paired_clean_stream() -> None:
     batch = batches[0][0] if isinstance(batches[0], tuple) else batches[0]
     noisy, clean = batch["noisy"], batch["clean"]
     assert set(noisy) == {"x", "y", "y_true", "index"} and set(noisy["x"]) == {"weak", "strong"}
-    assert noisy["x"]["weak"].shape == (32, 1, 8, 8) and not torch.equal(noisy["x"]["weak"], noisy["x"]["strong"])
+    assert noisy["x"]["weak"].shape == (32, 1, 8, 8) and not torch.equal(
+        noisy["x"]["weak"], noisy["x"]["strong"]
+    )
     assert set(clean) == {"x", "y", "index"} and clean["x"].shape == (32, 1, 8, 8)
     assert set(clean["index"].tolist()) <= set(dm.clean_index.tolist())
     assert set(noisy["index"].tolist()) <= set(dm.noisy_index.tolist())
@@ -58,7 +68,9 @@ def test_sampler_shards_are_a_partition_of_the_single_process_order() -> None:
     shards = [[i for _, i in EpochSampler(ids, seed=3, rank=r, world_size=2)] for r in range(2)]
     assert sorted(single) == ids.tolist()
     for k in range(0, 64, 8):  # batch k of 8 on one process = batches k of 4 on each of 2 ranks
-        assert sorted(single[k : k + 8]) == sorted(shards[0][k // 2 : k // 2 + 4] + shards[1][k // 2 : k // 2 + 4])
+        assert sorted(single[k : k + 8]) == sorted(
+            shards[0][k // 2 : k // 2 + 4] + shards[1][k // 2 : k // 2 + 4]
+        )
     sampler = EpochSampler(ids, seed=3)
     sampler.set_epoch(1)
     assert [i for _, i in sampler] != single

@@ -22,7 +22,13 @@ def test_forward_shapes_and_features(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "millions"),
-    [("resnet32_cifar", 0.46), ("wrn28_2", 1.47), ("wrn28_10", 36.5), ("resnet34_cifar", 21.3), ("resnet50_cifar", 23.5)],
+    [
+        ("resnet32_cifar", 0.46),
+        ("wrn28_2", 1.47),
+        ("wrn28_10", 36.5),
+        ("resnet34_cifar", 21.3),
+        ("resnet50_cifar", 23.5),
+    ],
 )
 def test_parameter_counts_match_the_literature(name: str, millions: float) -> None:
     model = create_backbone(name, num_classes=10)
