@@ -101,6 +101,7 @@ BAD_INPUTS = [
     (["--data.init_args.dataset=imagenet22k"], "imagenet22k"),
     (["--data.init_args.dataset=cifar10", "--data.init_args.root=nowhere"], "nowhere"),
     (["--data.init_args.val_per_class=1000"], "1000"),
+    (["--data.init_args.clean_per_class=170"], "170"),
     (
         [
             "--data.init_args.noise.kind=file",

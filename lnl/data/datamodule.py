@@ -7,7 +7,6 @@ import hashlib
 import io
 import logging
 import os
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -16,8 +15,9 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
+from lnl.data.loading import EpochSampler, LabelledImages
 from lnl.data.longtail import longtail_subsample
 from lnl.data.noise import NoiseSpec, apply_noise, read_label_file, realized_rate
 from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source
@@ -43,87 +43,6 @@ class DataRequirements:
             tuple(getattr(module, "train_views", ("weak",))),
             getattr(module, "clean_augment", "weak"),
         )
-
-
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch * 999_983 + index * 7_919) % (2**63 - 1)
-
-
-class LabelledImages(Dataset):
-    """Images of one part with the labels to train on; items are dicts (DESIGN 3.1).
-
-    The sampler yields (epoch, index) pairs; each sample's augmentation is drawn from torch's RNG seeded with
-    (seed, epoch, index) inside `fork_rng`, so a run does not depend on the worker count and resumes exactly.
-    """
-
-    def __init__(
-        self,
-        images: ImageSet,
-        labels: np.ndarray,
-        true_labels: np.ndarray | None,
-        transforms: dict[str, Callable] | Callable,
-        seed: int = 0,
-    ) -> None:
-        self.images, self.seed = images, seed
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.true_labels = None if true_labels is None else torch.as_tensor(true_labels, dtype=torch.long)
-        self.transforms = transforms
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        image = self.images.image(index)
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(_sample_seed(self.seed, epoch, index))
-            if isinstance(self.transforms, dict):
-                x = {view: t(image) for view, t in self.transforms.items()}
-            else:
-                x = self.transforms(image)
-        item = {"x": x, "y": self.labels[index], "index": index}
-        if self.true_labels is not None:
-            item["y_true"] = self.true_labels[index]
-        return item
-
-
-class EpochSampler(DistributedSampler):
-    """Shuffled (epoch, index) pairs from a fixed index set, sharded over ranks like `DistributedSampler`.
-
-    `num_samples_per_rank` makes the stream longer than one pass (successive permutations), so a cycled clean
-    stream never repeats an order inside an epoch; `per_epoch` replaces the index set each epoch (Clothing1M's
-    class-balanced subsample).
-    """
-
-    def __init__(
-        self,
-        indices: np.ndarray,
-        *,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle: bool = True,
-        num_samples_per_rank: int | None = None,
-        per_epoch: Callable[[int], np.ndarray] | None = None,
-    ) -> None:
-        self.indices, self.seed, self.rank, self.num_replicas = np.asarray(indices), seed, rank, world_size
-        self.shuffle, self.epoch, self.per_epoch = shuffle, 0, per_epoch
-        base = len(per_epoch(0)) if per_epoch else len(self.indices)
-        self.num_samples = num_samples_per_rank or -(-base // world_size)
-        self.total_size = self.num_samples * world_size
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = self.per_epoch(self.epoch) if self.per_epoch else self.indices
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order: list[np.ndarray] = []
-        while sum(map(len, order)) < self.total_size:
-            order.append(indices[rng.permutation(len(indices))] if self.shuffle else indices)
-        stream = np.concatenate(order)[: self.total_size]
-        for index in stream[self.rank :: self.num_replicas]:
-            yield self.epoch, int(index)
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 def _balanced_epoch(ids: np.ndarray, labels: np.ndarray, size: int, seed: int, epoch: int) -> np.ndarray:
@@ -185,9 +104,7 @@ class NoisyLabelDataModule(LightningDataModule):
         self.source = create_source(dataset, root, download=download, **(source_kwargs or {}))
         self.noise.validate(self.source.num_classes)
         self.requirements = DataRequirements()
-        self.realized_rate = float("nan")
-        self.labels_sha256 = ""
-        self._built = False
+        self._build()  # split and noise now, so that bad settings fail before any training machinery starts
 
     @property
     def num_classes(self) -> int:
@@ -201,9 +118,10 @@ class NoisyLabelDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.lightning_module is not None:
             self.requirements = DataRequirements.of(self.trainer.lightning_module)
-        if not self._built:
-            self._build()
-            self._built = True
+        if self.requirements.needs_clean and len(self.clean_index) == 0:
+            raise ConfigError(
+                "data.clean_per_class = 0: this method needs a clean set; give a positive count"
+            )
         if self.trainer is not None and stage == "fit":
             log_dir = self.trainer.log_dir  # a collective call under DDP: every rank asks
             if self.trainer.is_global_zero:
@@ -211,10 +129,6 @@ class NoisyLabelDataModule(LightningDataModule):
 
     def _build(self) -> None:
         hp, source = self.hparams, self.source
-        if self.requirements.needs_clean and hp.clean_per_class == 0 and source.predefined_parts() is None:
-            raise ConfigError(
-                "data.clean_per_class = 0: this method needs a clean set; give a positive count"
-            )
         self.train_set, self.test_set = source.train(), source.test()
         self.train_size = len(self.train_set)
         labels = self.train_set.labels
@@ -241,6 +155,11 @@ class NoisyLabelDataModule(LightningDataModule):
 
     def _corrupt(self, ids: np.ndarray, seed: int) -> np.ndarray:
         spec, source, labels = self.noise, self.source, self.train_set.labels
+        if spec.kind == "asymmetric" and source.asymmetric_map() is None:
+            raise ConfigError(
+                f"noise.kind = 'asymmetric' for dataset {self.hparams.dataset!r}: no semantic class map is defined "
+                "for it (cifar10, cifar100 have one); use symmetric, pairflip or random_flip"
+            )
         features = self.train_set.raw_features(ids) if spec.kind == "instance" else None
         file_labels = None
         if spec.kind == "file":

@@ -20,16 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp
 
-from lnl.hypergrad.functional import ParamDict, clone_buffers, functional_forward
+from lnl.hypergrad.functional import ParamDict, clone_buffers, functional_forward, wide
 
 OutputMap = Callable[[Tensor], Tensor]
 
 
 def log_probs(logits: Tensor) -> Tensor:
     """φ(z) = log softmax(z) in float32 or wider (the student's soft-target CE is linear in it)."""
-    return F.log_softmax(
-        logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1
-    )
+    return F.log_softmax(wide(logits), dim=-1)
 
 
 def _split(

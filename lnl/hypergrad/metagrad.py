@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lnl.hypergrad.functional import ParamDict, functional_forward
+from lnl.hypergrad.functional import ParamDict, functional_forward, wide
 from lnl.hypergrad.jvp import logprob_jvp
 
 LRs = float | Mapping[str, float]
@@ -51,7 +51,7 @@ def clean_grad(
         for n, p in params.items()
     }
     with torch.enable_grad():
-        loss = loss_fn(functional_forward(module, leaves, buffers, x).float(), y)
+        loss = loss_fn(wide(functional_forward(module, leaves, buffers, x)), y)
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     out = {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(leaves.items(), grads)}
     return loss.detach(), out
@@ -256,7 +256,7 @@ def unrolled_metagrad(
     grads = torch.autograd.grad(inner_loss, [params[n] for n in names], create_graph=True, allow_unused=True)
     grads_d = {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)}
     new_params = step_fn(params, grads_d)
-    clean_loss = loss_fn(functional_forward(module, new_params, buffers, clean_x).float(), clean_y)
+    clean_loss = loss_fn(wide(functional_forward(module, new_params, buffers, clean_x)), clean_y)
     meta = torch.autograd.grad(clean_loss, list(meta_params), allow_unused=True)
     meta_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(meta_params, meta)]
     return meta_grads, clean_loss.detach(), {n: g.detach() for n, g in grads_d.items()}

@@ -29,6 +29,7 @@ from lnl.hypergrad import (
     unrolled_metagrad,
     world_size,
 )
+from lnl.hypergrad.functional import wide
 from lnl.losses import soft_cross_entropy
 from lnl.methods.base import LNLModule
 from lnl.models.teachers import LabelCorrector
@@ -232,7 +233,7 @@ class EMLC(MetaStepMixin, LNLModule):
     def _teacher_supervised(self, x: Tensor, y: Tensor) -> tuple[list, dict[str, Tensor]]:
         """Gradients of CE(teacher logits, y) + BCE(gate logit, label still correct) on the clean batch."""
         h, logits = self.teacher.features_and_logits(x)
-        ce = F.cross_entropy(logits.float(), y)
+        ce = F.cross_entropy(wide(logits), y)
         logs, loss = {"train/teacher_ce": ce.detach()}, ce
         if self.hparams.corruption != "none":
             corrupt = torch.arange(y.shape[0], device=y.device) % 2 == 1
@@ -240,10 +241,10 @@ class EMLC(MetaStepMixin, LNLModule):
                 g = self.step_generator(y.device)
                 wrong = torch.randint(0, self.num_classes, y.shape, generator=g, device=y.device)
             else:  # adversarial: the teacher's strongest wrong class
-                wrong = logits.detach().float().scatter(1, y[:, None], float("-inf")).argmax(1)
+                wrong = wide(logits.detach()).scatter(1, y[:, None], float("-inf")).argmax(1)
             y_tilde = torch.where(corrupt, wrong, y)
-            a = self.teacher.gate_logit(h, y_tilde).float()
-            bce = F.binary_cross_entropy_with_logits(a, (y_tilde == y).float())
+            a = wide(self.teacher.gate_logit(h, y_tilde))
+            bce = F.binary_cross_entropy_with_logits(a, (y_tilde == y).to(a.dtype))
             loss = loss + bce
             w = torch.sigmoid(a.detach())
             logs |= {
@@ -265,14 +266,14 @@ class EMLC(MetaStepMixin, LNLModule):
         x_s, gold = x, None
         if hp.mix_gold:
             half = yc.shape[0] // 2
-            gold, meta = F.one_hot(yc[:half], self.num_classes).float(), (xc[half:], yc[half:])
+            gold, meta = F.one_hot(yc[:half], self.num_classes), (xc[half:], yc[half:])
             x_s = torch.cat([x, xc[:half]])
         t_params = list(self.teacher.parameters())
         sup, logs = self._teacher_supervised(xc, yc) if closes else (None, {})
 
         h, t_logits = self.teacher.features_and_logits(x)
         q, a = self.teacher.correct(h, t_logits, y)
-        targets = q if gold is None else torch.cat([q, gold])
+        targets = q if gold is None else torch.cat([q, gold.to(q.dtype)])
         out = self._soft_target_step(s_opt, self.student(x_s), targets, t_params, meta)
         if out is None:  # skipped (on_nonfinite: skip)
             return

@@ -84,11 +84,11 @@ class MLC(MetaStepMixin, LNLModule):
         meta, x_s, gold = (xc, yc), x, None
         if hp.mix_gold:
             half = yc.shape[0] // 2
-            gold, meta = F.one_hot(yc[:half], self.num_classes).float(), (xc[half:], yc[half:])
+            gold, meta = F.one_hot(yc[:half], self.num_classes), (xc[half:], yc[half:])
             x_s = torch.cat([x, xc[:half]])
         feats, logits = features_and_logits(self.student, x_s)
         q = self.meta_net(feats[: y.shape[0]], y)
-        targets = q if gold is None else torch.cat([q, gold])
+        targets = q if gold is None else torch.cat([q, gold.to(q.dtype)])
         m_params = list(self.meta_net.parameters())
         out = self._soft_target_step(s_opt, logits, targets, m_params, meta)
         if out is None:

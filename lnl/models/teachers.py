@@ -1,8 +1,8 @@
 """Label-correcting teachers: EMLC's label corrector (EMLC §3.6, Fig. 3) and MLC's meta-net (Zheng et al. 2021).
 
 Both map (sample, noisy label ỹ) to a soft target q over C classes that the student is trained on; their
-parameters are the meta-parameters α of the bi-level problem. Targets are computed in float32 (also under bf16
-autocast) because the meta-gradient surrogate is linear in them.
+parameters are the meta-parameters α of the bi-level problem. Targets are computed in float32 or wider (also
+under bf16 autocast) because the meta-gradient surrogate is linear in them.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lnl.hypergrad.functional import wide
 from lnl.models.backbones import features_and_logits
 
 
 def gated_target(gate_logit: Tensor, y: Tensor, logits: Tensor) -> Tensor:
     """q = w·onehot(ỹ) + (1 − w)·softmax(logits), w = sigmoid(gate logit) (EMLC Fig. 3, App. D Eq. 31)."""
-    w = torch.sigmoid(gate_logit.float())[:, None]
-    onehot = F.one_hot(y, logits.shape[-1]).float()
-    return w * onehot + (1.0 - w) * F.softmax(logits.float(), dim=-1)
+    probs = F.softmax(wide(logits), dim=-1)
+    w = torch.sigmoid(wide(gate_logit)).to(probs.dtype)[:, None]
+    onehot = F.one_hot(y, logits.shape[-1]).to(probs.dtype)
+    return w * onehot + (1.0 - w) * probs
 
 
 class LabelCorrector(nn.Module):
@@ -87,4 +89,4 @@ class MetaLabelNet(nn.Module):
         out = self.net(torch.cat([h, self.embedding(y).to(h.dtype)], dim=1))
         if self.skip:
             return gated_target(out[:, -1], y, out[:, :-1])
-        return F.softmax(out.float(), dim=-1)
+        return F.softmax(wide(out), dim=-1)

@@ -11,7 +11,8 @@ import torch
 from fakedata import write_cifar10, write_clothing1m
 from lightning.pytorch import Trainer
 
-from lnl.data.datamodule import DataRequirements, EpochSampler, NoisyLabelDataModule
+from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
+from lnl.data.loading import EpochSampler
 from lnl.data.longtail import longtail_counts
 from lnl.data.noise import NoiseSpec
 from lnl.methods.ce import CE

@@ -24,10 +24,15 @@ def emlc(**kw):
     return lambda: EMLC(**(opts | kw))
 
 
-@pytest.mark.parametrize("extra", [{}, {"mix_gold": True, "corruption": "adversarial"}], ids=["plain", "gold_adv"])
+@pytest.mark.parametrize(
+    "extra", [{}, {"mix_gold": True, "corruption": "adversarial"}], ids=["plain", "gold_adv"]
+)
 def test_jvp_equals_unrolled_through_the_method(extra) -> None:
     """Float64, BatchNorm backbone, momentum SGD: the whole step with `jvp` = with `unrolled` (Prop. 1, Eq. 10)."""
-    runs = {h: fit(emlc(k=1, hypergrad=h, **extra), precision="64-true", data=SynthData(3)) for h in ("jvp", "unrolled")}
+    runs = {
+        h: fit(emlc(k=1, hypergrad=h, **extra), precision="64-true", data=SynthData(3))
+        for h in ("jvp", "unrolled")
+    }
     a, b = state(runs["jvp"]), state(runs["unrolled"])
     assert max_rel_diff(a, b) < 1e-8
     start = state(emlc()().double())  # the teachers moved (not a vacuous comparison)
@@ -38,8 +43,12 @@ def test_one_step_changes_student_and_teacher_once_each() -> None:
     adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731  (Adam counts its steps)
     model = fit(emlc(k=1, optimizer=adam, teacher_optimizer=adam), data=SynthData(1))
     s_opt, t_opt = (o.optimizer for o in model.optimizers())
-    assert {int(s["step"]) for s in s_opt.state.values()} == {1} and len(s_opt.state) == len(list(model.student.parameters()))
-    assert {int(s["step"]) for s in t_opt.state.values()} == {1} and len(t_opt.state) == len(list(model.teacher.parameters()))
+    assert {int(s["step"]) for s in s_opt.state.values()} == {1} and len(s_opt.state) == len(
+        list(model.student.parameters())
+    )
+    assert {int(s["step"]) for s in t_opt.state.values()} == {1} and len(t_opt.state) == len(
+        list(model.teacher.parameters())
+    )
     # k = 3 with 2 batches: two student steps; the epoch's last batch closes the partial cycle with one teacher step
     model = fit(emlc(k=3, optimizer=adam, teacher_optimizer=adam), data=SynthData(2))
     s_opt, t_opt = (o.optimizer for o in model.optimizers())
@@ -94,13 +103,20 @@ def test_bf16_mixed_smoke_fit_is_finite() -> None:
 def test_fp16_is_refused() -> None:
     """(On CPU Lightning itself swaps 16-mixed for bf16, so the guard is called with a stand-in trainer.)"""
     model = emlc()()
-    model._trainer = type("T", (), {"precision": "16-mixed", "gradient_clip_val": None, "accumulate_grad_batches": 1})()
+    model._trainer = type(
+        "T", (), {"precision": "16-mixed", "gradient_clip_val": None, "accumulate_grad_batches": 1}
+    )()
     with pytest.raises(ConfigError, match="bf16-mixed"):
         model.setup("fit")
 
 
 def test_bad_options_are_config_errors() -> None:
-    for kw in ({"k": 0}, {"k": 2, "hypergrad": "unrolled"}, {"corruption": "bogus"}, {"kstep_reduction": "max"}):
+    for kw in (
+        {"k": 0},
+        {"k": 2, "hypergrad": "unrolled"},
+        {"corruption": "bogus"},
+        {"kstep_reduction": "max"},
+    ):
         with pytest.raises(ConfigError):
             emlc(**kw)()
 
@@ -108,7 +124,9 @@ def test_bad_options_are_config_errors() -> None:
 def test_init_checkpoint_is_strict(tmp_path, capsys) -> None:
     donor = emlc()()
     good = tmp_path / "ssl.pt"
-    torch.save({"state_dict": {f"module.encoder.{k}": v for k, v in donor.student.trunk.state_dict().items()}}, good)
+    torch.save(
+        {"state_dict": {f"module.encoder.{k}": v for k, v in donor.student.trunk.state_dict().items()}}, good
+    )
     model = emlc(init_checkpoint=str(good))()
     for k, v in donor.student.trunk.state_dict().items():
         assert torch.equal(model.student.trunk.state_dict()[k], v)

@@ -25,7 +25,9 @@ def make_batch(seed: int, b: int, bc: int, size: int = 8) -> dict[str, Any]:
     yc = torch.randint(0, C, (bc,), generator=g)
 
     def images(labels: torch.Tensor) -> torch.Tensor:
-        return torch.randn(len(labels), 3, size, size, generator=g) + labels.float()[:, None, None, None] * 0.5
+        return (
+            torch.randn(len(labels), 3, size, size, generator=g) + labels.float()[:, None, None, None] * 0.5
+        )
 
     noisy = {"x": images(y_true), "y": y, "y_true": y_true, "index": torch.arange(b)}
     return {"noisy": noisy, "clean": {"x": images(yc), "y": yc, "index": torch.arange(bc)}}

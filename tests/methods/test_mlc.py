@@ -26,7 +26,10 @@ def mlc(**kw):
 @pytest.mark.parametrize("extra", [{}, {"skip": True, "mix_gold": True}], ids=["plain", "skip_gold"])
 def test_jvp_equals_unrolled_through_the_method(extra) -> None:
     """Float64, BatchNorm student, momentum SGD, Adam meta-optimizer: identical trajectories (to 1e-8)."""
-    runs = {h: state(fit(mlc(hypergrad=h, **extra), precision="64-true", data=SynthData(2))) for h in ("jvp", "unrolled")}
+    runs = {
+        h: state(fit(mlc(hypergrad=h, **extra), precision="64-true", data=SynthData(2)))
+        for h in ("jvp", "unrolled")
+    }
     assert max_rel_diff(runs["jvp"], runs["unrolled"]) < 1e-8
     assert max_rel_diff(state(mlc(**extra)().double()), runs["unrolled"]) > 1e-4
 
