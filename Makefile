@@ -18,7 +18,7 @@ $(BIN)/lnl: pyproject.toml
 install: $(BIN)/lnl ## Create .venv and install lnl with its dev tools
 
 test: install ## Run the whole test suite (CPU, about 5-10 minutes on 2 cores)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-fast: install ## Run the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"

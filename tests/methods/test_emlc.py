@@ -148,7 +148,7 @@ def test_configs_cover_the_table_and_bind() -> None:
     sig = inspect.signature(EMLC.__init__)
     for name in names:
         cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-        assert cfg["model"]["class_path"] == "lnl.methods.emlc.EMLC"
+        assert cfg["model"]["class_path"] == "lnl.methods.EMLC"
         sig.bind(None, 10, **cfg["model"]["init_args"])
         data = cfg["data"]["init_args"]
         assert data.get("val_labels", "clean") == "clean" and data["val_per_class"] > 0

@@ -53,5 +53,5 @@ def test_configs_bind() -> None:
     sig = inspect.signature(MLC.__init__)
     for name in names:
         cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-        assert cfg["model"]["class_path"] == "lnl.methods.mlc.MLC"
+        assert cfg["model"]["class_path"] == "lnl.methods.MLC"
         sig.bind(None, 10, **cfg["model"]["init_args"])
