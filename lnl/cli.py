@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from lnl.data.datamodule import NoisyLabelDataModule
 from lnl.errors import ConfigError
-from lnl.methods.base import LNLModule, NonFiniteError
+from lnl.methods.base import LNLModule, NonFiniteError, check_manual_trainer_settings
 
 RUN_ROOT = "runs"
 
@@ -65,6 +65,16 @@ class LNLCLI(LightningCLI):
 
     def before_fit(self) -> None:
         datamodule, checkpoint = self.datamodule, self.trainer.checkpoint_callback
+        if (
+            not self.model.automatic_optimization
+        ):  # as written: on CPU Lightning turns 16-mixed into bf16-mixed
+            trainer = self.config.fit.trainer
+            check_manual_trainer_settings(
+                type(self.model).__name__,
+                trainer.precision,
+                trainer.gradient_clip_val,
+                trainer.accumulate_grad_batches,
+            )
         datamodule.requirements = type(datamodule.requirements).of(self.model)
         if (
             checkpoint is not None

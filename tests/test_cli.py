@@ -101,7 +101,12 @@ BAD_INPUTS = [
     (["--data.init_args.dataset=imagenet22k"], "imagenet22k"),
     (["--data.init_args.dataset=cifar10", "--data.init_args.root=nowhere"], "nowhere"),
     (["--data.init_args.val_per_class=1000"], "1000"),
-    (["--data.init_args.clean_per_class=170"], "170"),
+    (
+        ["--model=lnl.methods.DML", "--model.init_args.backbone=tiny_cnn", "--trainer.precision=16-mixed"],
+        "16-mixed",
+    ),
+    (["--data.init_args.clean_per_class=170"], "clean_per_class"),
+    (["--model=lnl.methods.EMLC", "--trainer.gradient_clip_val=1"], "model.grad_clip"),
     (
         [
             "--data.init_args.noise.kind=file",

@@ -2,10 +2,8 @@
 
 from lnl.methods.base import LNLModule
 from lnl.methods.ce import CE
+from lnl.methods.dml import DML
+from lnl.methods.emlc import EMLC
+from lnl.methods.mlc import MLC
 
-__all__ = ["CE", "LNLModule"]
-
-from lnl.methods.emlc import EMLC  # noqa: E402
-from lnl.methods.mlc import MLC  # noqa: E402
-
-__all__ += ["EMLC", "MLC"]
+__all__ = ["CE", "DML", "EMLC", "LNLModule", "MLC"]

@@ -19,6 +19,27 @@ class NonFiniteError(RuntimeError):
     """A loss or gradient term became NaN/inf (DESIGN 6); the message names the step and the term."""
 
 
+def check_manual_trainer_settings(
+    method: str, precision: Any, gradient_clip_val: float | None = None, accumulate_grad_batches: int = 1
+) -> None:
+    """Refuse Trainer settings that break hand-written (meta-)gradients of a manual-optimization method (DESIGN 4)."""
+    if str(precision) in ("16-mixed", "16", "16-true"):
+        raise ConfigError(
+            f"trainer.precision = {str(precision)!r} for {method}: fp16 loss scaling would silently rescale "
+            "the meta-gradients this method writes itself; use 'bf16-mixed' or '32'"
+        )
+    if gradient_clip_val:
+        raise ConfigError(
+            f"trainer.gradient_clip_val = {gradient_clip_val} for {method}: not allowed with manual "
+            "optimization; set model.grad_clip instead"
+        )
+    if accumulate_grad_batches != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches = {accumulate_grad_batches} for {method}: not allowed "
+            "with manual optimization; use a larger data.batch_size"
+        )
+
+
 class LNLModule(LightningModule):
     """Base of every method: a student backbone, accuracy for each evaluated network, optimizer injection.
 
@@ -82,23 +103,12 @@ class LNLModule(LightningModule):
     # ---------------------------------------------------------------- lifecycle and guards
     def setup(self, stage: str) -> None:
         trainer = self._trainer
-        if trainer is None or self.automatic_optimization:
-            return
-        method = type(self).__name__
-        if str(trainer.precision) in ("16-mixed", "16", "16-true"):
-            raise ConfigError(
-                f"trainer.precision = {trainer.precision!r} for {method}: fp16 loss scaling would silently rescale "
-                "the meta-gradients this method writes itself; use 'bf16-mixed' or '32'"
-            )
-        if trainer.gradient_clip_val:
-            raise ConfigError(
-                f"trainer.gradient_clip_val = {trainer.gradient_clip_val} for {method}: not allowed with manual "
-                "optimization; set model.grad_clip instead"
-            )
-        if trainer.accumulate_grad_batches != 1:
-            raise ConfigError(
-                f"trainer.accumulate_grad_batches = {trainer.accumulate_grad_batches} for {method}: not allowed "
-                "with manual optimization; use a larger data.batch_size"
+        if trainer is not None and not self.automatic_optimization:
+            check_manual_trainer_settings(
+                type(self).__name__,
+                trainer.precision,
+                trainer.gradient_clip_val,
+                trainer.accumulate_grad_batches,
             )
 
     def on_train_epoch_end(self) -> None:

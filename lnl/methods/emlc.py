@@ -12,7 +12,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -32,25 +31,12 @@ from lnl.hypergrad import (
 from lnl.hypergrad.functional import wide
 from lnl.losses import soft_cross_entropy
 from lnl.methods.base import LNLModule
-from lnl.models.teachers import LabelCorrector
+from lnl.models.teachers import LabelCorrector, load_matching_state
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"model.{name} = {value!r}: allowed values are {', '.join(map(str, allowed))}")
-
-
-def _match_key(key: str, own: dict[str, Tensor]) -> str | None:
-    """The own key that `key` names after dropping wrapper prefixes on either side (unique, >= 2 components)."""
-    parts = key.split(".")
-    for i in range(len(parts) - 1):
-        cand = ".".join(parts[i:])
-        hits = [o for o in own if o == cand or o.endswith("." + cand)]
-        if len(hits) == 1:
-            return hits[0]
-        if hits:
-            return None
-    return None
 
 
 class MetaStepMixin:
@@ -131,28 +117,6 @@ class MetaStepMixin:
                 for buf in m.buffers():
                     dist.broadcast(buf, src=0)
 
-    def _load_init_checkpoint(self, path: str, targets: dict[str, nn.Module]) -> None:
-        """Strict optional initialization: match keys (after stripping wrapper prefixes) and shapes, fail on zero."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "backbone"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        for name, module in targets.items():
-            own = module.state_dict()
-            matched: dict[str, Tensor] = {}
-            for key, value in state.items():
-                hit = _match_key(key, own)
-                if hit is None:
-                    continue
-                if own[hit].shape != value.shape:
-                    raise ConfigError(f"model.init_checkpoint = {path!r}: {key} has shape {tuple(value.shape)}, "
-                                      f"{name}.{hit} needs {tuple(own[hit].shape)}")  # fmt: skip
-                matched[hit] = value
-            if not matched:
-                raise ConfigError(f"model.init_checkpoint = {path!r}: no key matches the {name} network")
-            module.load_state_dict(matched, strict=False)
-            rank_zero_info(f"init_checkpoint: loaded {len(matched)}/{len(own)} {name} tensors from {path}")
-
 
 class EMLC(MetaStepMixin, LNLModule):
     """EMLC: student S, label-correcting teacher (own backbone + 128-d label embedding + gate), meta-learned.
@@ -211,9 +175,7 @@ class EMLC(MetaStepMixin, LNLModule):
         self.teacher = LabelCorrector(backbone, num_classes, embed_dim, gate_hidden)
         self.teacher_optimizer_factory, self.teacher_scheduler_factory = teacher_optimizer, teacher_scheduler
         if init_checkpoint:
-            self._load_init_checkpoint(
-                init_checkpoint, {"student": self.student, "teacher": self.teacher.backbone}
-            )
+            load_matching_state(init_checkpoint, {"student": self.student, "teacher": self.teacher.backbone})
         self._pending: list[dict[str, Any]] = []
 
     def configure_optimizers(self) -> Any:

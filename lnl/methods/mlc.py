@@ -17,7 +17,7 @@ from lnl.errors import ConfigError
 from lnl.methods.base import LNLModule
 from lnl.methods.emlc import MetaStepMixin, _choice
 from lnl.models.backbones import features_and_logits
-from lnl.models.teachers import MetaLabelNet
+from lnl.models.teachers import MetaLabelNet, load_matching_state
 
 
 def _adam_3e4(params: Any) -> torch.optim.Optimizer:
@@ -64,7 +64,7 @@ class MLC(MetaStepMixin, LNLModule):
         self.meta_net = MetaLabelNet(int(self.student.num_features), num_classes, embed_dim, hidden, skip)
         self.meta_optimizer_factory, self.meta_scheduler_factory = meta_optimizer, meta_scheduler
         if init_checkpoint:
-            self._load_init_checkpoint(init_checkpoint, {"student": self.student})
+            load_matching_state(init_checkpoint, {"student": self.student})
 
     def configure_optimizers(self) -> Any:
         opts = [self.make_optimizer(self.optimizer_factory, self.student.parameters()),
