@@ -8,7 +8,9 @@ from lnl.losses import gce_loss, kd_loss, smoothed_cross_entropy, soft_cross_ent
 
 def test_soft_ce_with_onehot_equals_ce() -> None:
     logits, labels = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 3, 1, 2, 2])
-    torch.testing.assert_close(soft_cross_entropy(logits, F.one_hot(labels, 4).double()), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, F.one_hot(labels, 4).double()), F.cross_entropy(logits, labels)
+    )
 
 
 def test_smoothed_ce_matches_its_definition() -> None:
@@ -38,4 +40,6 @@ def test_gce_interpolates_between_mae_and_ce() -> None:
     logits, labels = torch.randn(8, 3, dtype=torch.float64), torch.randint(0, 3, (8,))
     p_y = F.softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
     torch.testing.assert_close(gce_loss(logits, labels, q=1.0), (1 - p_y).mean())
-    torch.testing.assert_close(gce_loss(logits, labels, q=1e-6), F.cross_entropy(logits, labels), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        gce_loss(logits, labels, q=1e-6), F.cross_entropy(logits, labels), rtol=1e-4, atol=1e-5
+    )
