@@ -3,8 +3,9 @@
 Each method module in `lnl.methods` is found by name (`--methods ce,dml`); its `LNLModule` subclass lists the
 variants to time in the class attribute `bench_variants: dict[str, dict]` (variant name -> constructor kwargs;
 CE times one variant, `default`). Every variant runs in a fresh subprocess on identical synthetic batches kept
-on the device (data loading off the critical path): warm-up steps, then timed steps (CUDA-synchronized),
-and peak memory (CUDA allocator peak on GPU; peak resident-set growth during training on CPU).
+on the device (data loading off the critical path): warm-up steps, then timed steps (CUDA-synchronized;
+the ratio uses the mean, so a k-step method's meta step is counted once per k steps), CPU time per step, and
+peak memory (CUDA allocator peak on GPU; peak resident-set growth during training on CPU).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class StepTimer(Callback):
     """Wall time of each training step (synchronized on CUDA) and peak memory after the warm-up."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self.rss_start = warmup, [], 0.0
+        self.warmup, self.times, self.cpu_times, self.rss_start = warmup, [], [], 0.0
 
     def _sync(self, module: Any) -> None:
         if module.device.type == "cuda":
@@ -99,7 +100,7 @@ class StepTimer(Callback):
             torch.cuda.reset_peak_memory_stats(module.device)
         if batch_idx == 0:
             self.rss_start = _rss_mb()
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(
         self, trainer: Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int
@@ -107,6 +108,7 @@ class StepTimer(Callback):
         self._sync(module)
         if batch_idx >= self.warmup:
             self.times.append(1000 * (time.perf_counter() - self.t0))
+            self.cpu_times.append(1000 * (time.process_time() - self.c0))
 
 
 def _rss_mb() -> float:
@@ -134,7 +136,7 @@ def run_variant(method: str, variant: str, args: argparse.Namespace) -> dict[str
     timer = StepTimer(args.warmup)
     trainer = Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=args.precision,
-        max_steps=data.steps, max_epochs=1, logger=False, enable_checkpointing=False,
+        max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
     )  # fmt: skip
     trainer.fit(model, datamodule=data)
@@ -145,7 +147,8 @@ def run_variant(method: str, variant: str, args: argparse.Namespace) -> dict[str
     times = timer.times
     return {
         "method": method, "variant": variant, "ms_median": statistics.median(times),
-        "ms_min": min(times), "ms_max": max(times), "peak_mem_mb": round(peak, 1),
+        "ms_mean": statistics.fmean(times), "ms_min": min(times), "ms_max": max(times),
+        "cpu_ms_mean": statistics.fmean(timer.cpu_times), "peak_mem_mb": round(peak, 1),
     }  # fmt: skip
 
 
@@ -165,10 +168,12 @@ def _child_args(args: argparse.Namespace, method: str, variant: str) -> list[str
 
 def format_table(report: dict[str, Any]) -> str:
     """The human-readable table of a bench report."""
-    head = f"{'method':<8} {'variant':<14} {'ms/step':>9} {'min':>8} {'max':>8} {'x CE':>6} {'peak MB':>9}"
+    head = (f"{'method':<6} {'variant':<12} {'ms mean':>9} {'median':>9} {'min':>8} {'max':>8} {'x CE':>6} "
+            f"{'x CE cpu':>8} {'peak MB':>9} {'x CE mem':>8}")  # fmt: skip
     rows = [
-        f"{r['method']:<8} {r['variant']:<14} {r['ms_median']:>9.1f} {r['ms_min']:>8.1f} {r['ms_max']:>8.1f} "
-        f"{r['ratio_vs_ce']:>6.2f} {r['peak_mem_mb']:>9.1f}"
+        f"{r['method']:<6} {r['variant']:<12} {r['ms_mean']:>9.1f} {r['ms_median']:>9.1f} {r['ms_min']:>8.1f} "
+        f"{r['ms_max']:>8.1f} {r['ratio_vs_ce']:>6.2f} {r['cpu_ratio_vs_ce']:>8.2f} {r['peak_mem_mb']:>9.1f} "
+        f"{r['mem_ratio_vs_ce']:>8.2f}"
         for r in report["results"]
     ]
     title = (f"device={report['device']} backbone={report['backbone']} batch={report['batch_size']} "
@@ -214,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"lnl.bench: error: {method}:{variant} failed", file=sys.stderr)
                 return 1
             results.append(json.loads(lines[-1].split(" ", 1)[1]))
-    ce_ms = results[0]["ms_median"]
-    for r in results:
-        r["ratio_vs_ce"] = round(r["ms_median"] / ce_ms, 3)
+    ce = results[0]
+    for r in results:  # mean over whole k-step cycles; CPU time is steadier than wall time on a shared CPU
+        r["ratio_vs_ce"] = round(r["ms_mean"] / ce["ms_mean"], 3)
+        r["cpu_ratio_vs_ce"] = round(r["cpu_ms_mean"] / ce["cpu_ms_mean"], 3)
+        r["mem_ratio_vs_ce"] = round(r["peak_mem_mb"] / max(ce["peak_mem_mb"], 1e-9), 3)
     report = {"device": args.device, "backbone": args.backbone, "batch_size": args.batch_size,
               "precision": args.precision, "results": results}  # fmt: skip
     print(format_table(report))

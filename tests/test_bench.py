@@ -16,7 +16,7 @@ def test_bench_ce_prints_a_table_and_writes_json(tmp_path: Path, capsys) -> None
     args = ["--methods", "ce", "--device", "cpu", "--backbone", "tiny_cnn", "--batch-size", "8", "--warmup", "1",
             "--steps", "3", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
-    assert "ms/step" in capsys.readouterr().out
+    assert "ms mean" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert {"device", "backbone", "batch_size", "precision", "results"} <= set(report)
     (row,) = report["results"]
