@@ -180,7 +180,8 @@ class NoisyLabelDataModule(LightningDataModule):
                 f"data.noise.kind = {self.noise.kind!r} for {self.hparams.dataset}: its labels are already noisy; "
                 "use kind: none"
             )
-        # Concatenate noisy, clean and val parts into one indexable train set.
+        # Concatenate noisy, clean and val parts into one indexable train set. With `val_labels: noisy` the
+        # dataset's clean val list is not used; a noisy hold-out from the noisy part replaces it.
         noisy, clean, val = parts["noisy"], parts["clean"], parts["val"]
         offsets = np.cumsum([0, len(noisy), len(clean)])
         self.train_set = _concat([noisy, clean, val])
@@ -188,6 +189,17 @@ class NoisyLabelDataModule(LightningDataModule):
         self.noisy_index = np.arange(len(noisy))
         self.clean_index = offsets[1] + np.arange(len(clean))
         self.val_index = offsets[2] + np.arange(len(val))
+        if (
+            self.hparams.val_labels == "noisy"
+        ):  # no clean data at all: hold out a noisy val set, stratified by ỹ
+            if self.hparams.val_per_class < 1:
+                raise ConfigError(
+                    f"data.val_per_class = {self.hparams.val_per_class} with val_labels: noisy on "
+                    f"{self.hparams.dataset}: give a positive count to hold out a noisy validation set"
+                )
+            held = make_split(noisy.labels, clean_per_class=0, val_per_class=self.hparams.val_per_class,
+                              seed=self.hparams.split_seed, num_classes=self.num_classes)  # fmt: skip
+            self.noisy_index, self.val_index = held.noisy, held.val
         self.given_labels, self.true_labels = self.train_set.labels, self.train_set.true_labels
         self.val_set = self.train_set
         self._finish()

@@ -146,3 +146,13 @@ def test_clothing1m_uses_its_predefined_parts(tmp_path: Path) -> None:
     batch = batch[0] if isinstance(batch, tuple) else batch
     assert batch["noisy"]["x"].shape == (7, 3, 32, 32)
     assert len(loader) == 2  # 14 class-balanced samples per epoch, batch 7
+
+
+def test_clothing1m_noisy_validation_holds_out_part_of_the_noisy_list(tmp_path: Path) -> None:
+    write_clothing1m(tmp_path, n_noisy=56, n_clean=14, n_val=14, n_test=14)
+    kwargs = {"source_kwargs": {"strict_sizes": False, "image_size": 32}, "val_labels": "noisy"}
+    dm = NoisyLabelDataModule("clothing1m", root=str(tmp_path), val_per_class=1, **kwargs)
+    assert len(dm.val_index) + len(dm.noisy_index) == 56 and dm.val_index.max() < 56  # drawn from noisy_train
+    assert np.bincount(dm.given_labels[dm.val_index]).max() == 1
+    with pytest.raises(ValueError, match="val_per_class = 0"):
+        NoisyLabelDataModule("clothing1m", root=str(tmp_path), **kwargs)
