@@ -16,8 +16,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run the test inside a fresh temporary directory (runs/ and data/ land there)."""
+    """Every test runs inside a fresh temporary directory (runs/, labels.csv and data/ land there, not in the repo)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
