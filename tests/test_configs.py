@@ -28,7 +28,7 @@ def fake_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fakedata")
     write_cifar10(root / "cifar10", n_train_per_class=200, n_test_per_class=4)
     write_cifar100(root / "cifar100", n_train_per_class=20, n_test_per_class=1)
-    write_clothing1m(root / "clothing1m", n_noisy=56, n_clean=28, n_val=28, n_test=14, image_size=32)
+    write_clothing1m(root / "clothing1m", n_noisy=140, n_clean=28, n_val=28, n_test=14, image_size=32)
     for kind in ("cifar10", "cifar100"):
         write_cifar_n(root / f"{kind}n.pt", _cifar_train_labels(root / kind, kind), noise_rate=0.4, kind=kind)
     return {"cifar10": root / "cifar10", "cifar100": root / "cifar100", "clothing1m": root / "clothing1m",

@@ -41,12 +41,13 @@ class DML(LNLModule):
     h·CE(ŷ, T(x^s)) + (1−λ)·CE_ls(ỹ_𝒮, T(x^w_𝒮)) + α·ramp(t)·UDA(𝒰), ramp(t) = min(1, t / uda_ramp_steps).
 
     Decisions: the selection score is the per-sample CE w.r.t. ỹ of the student's training forward S(x^s)
-    (`score_net: student`, free) or of the teacher's weak view (`teacher`). Both feedback forwards are functional
+    (`score_net: student`, free), of the teacher's weak view (`teacher`), or their sum (`both`: the paper's
+    L_sup of Eq. 2, the criterion of Algorithm 2 line 6). Both feedback forwards are functional
     passes on x^w_𝒮 in train-mode BN with cloned buffers. `exact` uses the gradient of the whole student loss that
     drove the real step (the paper's "gradient from the knowledge distillation loss", Eq. 6; equal to ∇CE_ls(ŷ)
     for λ = 0), at the student's current learning rate, before clipping. R(c) always follows the `paper`-signed
     per-class feedback; `feedback_sign` only flips h in the teacher's loss. Under DDP DML averages every gradient
-    itself (DDP's reducer is switched off at train start, so find_unused_parameters stays False), normalises the
+    itself (DDP's reducer is switched off in each step, so find_unused_parameters stays False), normalises the
     𝒮- and 𝒰-terms by global counts, and broadcasts BN buffers from rank 0 before validation.
     """
 
@@ -74,14 +75,15 @@ class DML(LNLModule):
         uda_temperature: float = 0.7,
         uda_threshold: float = 0.6,
         uda_ramp_steps: int = 5000,
-        score_net: Literal["student", "teacher"] = "student",
+        score_net: Literal["student", "teacher", "both"] = "student",
         selection: SelectionConfig | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, **kwargs)
-        check_mode(feedback), check_sign(feedback_sign)
+        check_mode(feedback)
+        check_sign(feedback_sign)
         for name, value, allowed in (("pseudo_label", pseudo_label, ("sample", "argmax")),
-                                     ("score_net", score_net, ("student", "teacher"))):  # fmt: skip
+                                     ("score_net", score_net, ("student", "teacher", "both"))):  # fmt: skip
             if value not in allowed:
                 raise ConfigError(f"model.{name} = {value!r}: allowed values are {', '.join(allowed)}")
         if not 0.0 <= lam <= 1.0:
@@ -144,7 +146,8 @@ class DML(LNLModule):
             else:
                 pseudo = t_s.detach().argmax(-1)
         s_logits = self.student(xs)
-        scores = per_sample_cross_entropy((s_logits if hp.score_net == "student" else t_w).detach(), y)
+        nets = {"student": (s_logits,), "teacher": (t_w,), "both": (s_logits, t_w)}[hp.score_net]
+        scores = sum(per_sample_cross_entropy(z.detach(), y) for z in nets)
         mask = self.selector.select(index, y, scores, self.current_epoch)
         counts = reduce(torch.stack([mask.sum(), (~mask).sum()]).float()) * ws  # global |𝒮|, |𝒰|
         has_sel = bool(counts[0] > 0)
@@ -216,17 +219,17 @@ class DML(LNLModule):
         return after.detach(), exact_feedback(g_after, g_pseudo, eta, sign=self.hparams.feedback_sign)
 
     # ---------------------------------------------------------------- diagnostics
-    def _log_step(self, loss_s: Tensor, loss_t: Tensor, h: Tensor, counts: Tensor, n: int, mask: Tensor,
-                  nb: dict[str, Any], conf: Tensor) -> None:  # fmt: skip
+    def _log_step(self, loss_s, loss_t, h, counts, n, mask, nb, conf) -> None:  # noqa: ANN001
+        """Every step: losses, h, |𝒮|/B, R(c) mean/min/max, UDA mask rate, selection precision/recall (DESIGN 4.4)."""
         r = self.selector.current_ratio(self.current_epoch)
-        logs = {"train/loss_student": loss_s.detach(), "train/loss_teacher": loss_t.detach(), "train/h": h,
-                "train/selected_frac": counts[0] / counts.sum(), "train/R_mean": r.mean(), "train/R_min": r.min(),
-                "train/R_max": r.max(), "train/uda_mask": conf.mean() if conf.numel() else torch.zeros(())}  # fmt: skip
+        logs = {"loss_student": loss_s, "loss_teacher": loss_t, "h": h, "selected_frac": counts[0] / counts.sum(),
+                "R_mean": r.mean(), "R_min": r.min(), "R_max": r.max(),
+                "uda_mask": conf.mean() if conf.numel() else torch.zeros(())}  # fmt: skip
         if "y_true" in nb and bool((nb["y_true"] >= 0).any()):
             c = self.all_reduce_mean(selection_counts(mask, nb["y"], nb["y_true"]))
-            logs["train/sel_precision"] = c[1] / c[0].clamp_min(1e-9)
-            logs["train/sel_recall"] = c[1] / c[2].clamp_min(1e-9)
-        self.log_dict({k: v.float() for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=n)
+            logs |= {"sel_precision": c[1] / c[0].clamp_min(1e-9), "sel_recall": c[1] / c[2].clamp_min(1e-9)}
+        logs = {f"train/{k}": v.detach().float() for k, v in logs.items()}
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
         self.log("train/h_epoch", h.float(), on_step=False, on_epoch=True, batch_size=n)
 
     def on_train_epoch_end(self) -> None:

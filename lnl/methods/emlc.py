@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -41,6 +42,15 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
 
 class MetaStepMixin:
     """Shared steps of soft-target meta-learners (EMLC, MLC) on an `LNLModule` with `self.student`."""
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and self.hparams.hypergrad == "unrolled":
+            rank_zero_warn(
+                "hypergrad: unrolled differentiates each rank's own virtual step (not the all-reduced one), so "
+                "its meta-gradient under DDP differs from the single-process value; hypergrad: jvp is exact"
+            )
 
     def _manual_ddp(self) -> None:
         """Every gradient here comes from autograd.grad and is averaged by hand (DESIGN 4): DDP's reducer is idle."""

@@ -98,6 +98,7 @@ def test_bad_options_are_config_errors():
                           ({"feedback_sign": "flip"}, "feedback_sign = 'flip'"),
                           ({"pseudo_label": "soft"}, "pseudo_label = 'soft'"),
                           ({"lam": 1.5}, "lam = 1.5"),
+                          ({"score_net": "peer"}, "score_net = 'peer'"),
                           ({"selection": SelectionConfig(rule="topk")}, "selection.rule = 'topk'")):  # fmt: skip
         with pytest.raises(ConfigError, match=match):
             make_dml(**kwargs)
@@ -110,9 +111,9 @@ def test_16_mixed_is_refused_with_a_bf16_hint():
         model.setup("fit")
 
 
-@pytest.mark.parametrize("feedback", ["first_order", "exact"])
-def test_one_step_updates_each_network_once_and_bn_stats_only_in_real_forwards(tmp_path, feedback):
-    model = make_dml(feedback=feedback)
+@pytest.mark.parametrize("feedback,score_net", [("first_order", "student"), ("exact", "both")])
+def test_one_step_updates_each_network_once_and_bn_stats_only_in_real_forwards(tmp_path, feedback, score_net):
+    model = make_dml(feedback=feedback, score_net=score_net)
     student0, teacher0 = copy.deepcopy(model.student), copy.deepcopy(model.teacher)
     steps = {"student": 0, "teacher": 0}
     rec = Record()
@@ -157,7 +158,9 @@ class NearestPrototype(nn.Module):
 @pytest.mark.slow
 def test_mean_feedback_is_positive_with_a_perfect_teacher_and_flips_with_mpl_sign(tmp_path):
     data = ToyData(16, shuffle=True, n=128, noise=0.2)
-    assert (NearestPrototype(data.data.protos)(data.data.strong).argmax(1) == data.data.y_true).float().mean() > 0.95
+    assert (
+        NearestPrototype(data.data.protos)(data.data.strong).argmax(1) == data.data.y_true
+    ).float().mean() > 0.95
     h = {}
     for sign in ("paper", "mpl_code"):
         model = make_dml(feedback_sign=sign, teacher_optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
@@ -173,7 +176,9 @@ def _fit_ddp_or_single(tmp_path: Path, devices: int, feedback: str, rule: str) -
     model = make_dml(backbone="tiny_mlp", pseudo_label="argmax", feedback=feedback,
                      selection=SelectionConfig(rule=rule, warmup_epochs=1, delta=0.01, refresh_every=2))  # fmt: skip
     strategy = "ddp_notebook" if devices > 1 else "auto"
-    trainer(tmp_path, max_epochs=3, devices=devices, strategy=strategy).fit(model, datamodule=ToyData(16 // devices))
+    trainer(tmp_path, max_epochs=3, devices=devices, strategy=strategy).fit(
+        model, datamodule=ToyData(16 // devices)
+    )
     return {k: v.detach().double().clone() for k, v in model.state_dict().items()}
 
 
@@ -193,7 +198,9 @@ def test_resume_from_end_of_epoch_checkpoint_reproduces_uninterrupted_run(tmp_pa
     def run(max_epochs: int, ckpt: str | None = None, y_true_seed: int | None = None) -> DML:
         model, data = make_dml(), ToyData(16, shuffle=True)
         if y_true_seed is not None:  # y_true is for metrics only: shuffling it changes nothing
-            data.data.y_true = data.data.y_true[torch.randperm(64, generator=torch.Generator().manual_seed(1))]
+            data.data.y_true = data.data.y_true[
+                torch.randperm(64, generator=torch.Generator().manual_seed(1))
+            ]
         save = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, save_last=False)
         trainer(tmp_path, max_epochs=max_epochs, callbacks=[save], enable_checkpointing=True).fit(
             model, datamodule=data, ckpt_path=ckpt
@@ -213,7 +220,9 @@ def test_resume_from_end_of_epoch_checkpoint_reproduces_uninterrupted_run(tmp_pa
 def test_bf16_mixed_smoke_fit_is_finite(tmp_path):
     model = make_dml(feedback="exact")
     rec = Record()
-    trainer(tmp_path, max_epochs=1, precision="bf16-mixed", callbacks=[rec]).fit(model, datamodule=ToyData(16))
+    trainer(tmp_path, max_epochs=1, precision="bf16-mixed", callbacks=[rec]).fit(
+        model, datamodule=ToyData(16)
+    )
     assert len(rec.h) == 4 and all(torch.isfinite(torch.tensor(rec.h)))
     metrics = model.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss_student"]) and torch.isfinite(metrics["train/loss_teacher"])

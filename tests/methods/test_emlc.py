@@ -11,7 +11,8 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_emlc_kit import SynthData, fit, max_rel_diff, sgd, state, trainer  # noqa: E402
+from lightning.pytorch import seed_everything  # noqa: E402
+from test_emlc_kit import SynthData, fit, make_batch, max_rel_diff, sgd, state, trainer  # noqa: E402
 
 from lnl.errors import ConfigError  # noqa: E402
 from lnl.methods.emlc import EMLC  # noqa: E402
@@ -30,7 +31,7 @@ def emlc(**kw):
 def test_jvp_equals_unrolled_through_the_method(extra) -> None:
     """Float64, BatchNorm backbone, momentum SGD: the whole step with `jvp` = with `unrolled` (Prop. 1, Eq. 10)."""
     runs = {
-        h: fit(emlc(k=1, hypergrad=h, **extra), precision="64-true", data=SynthData(3))
+        h: fit(emlc(k=1, hypergrad=h, **extra), precision="64-true", data=SynthData(2))
         for h in ("jvp", "unrolled")
     }
     a, b = state(runs["jvp"]), state(runs["unrolled"])
@@ -58,7 +59,7 @@ def test_one_step_changes_student_and_teacher_once_each() -> None:
 
 
 def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None:
-    """Inside the method, the k-step meta term gets snapshot j, batch j and q_j (distinct batches)."""
+    """Inside the method, the k-step meta term gets snapshot j, batch j and batch j's own q_j (Eq. 11)."""
     import lnl.methods.emlc as mod
 
     seen = {}
@@ -69,13 +70,18 @@ def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None
         return real(module, snaps, buffers, xs, qs, g_w, lrs, reduction, denoms)
 
     monkeypatch.setattr(mod, "kstep_surrogate", spy)
-    model = fit(emlc(k=3, kstep_reduction="mean"), data=SynthData(3))
-    assert len(seen["xs"]) == 3 and not torch.equal(seen["xs"][0], seen["xs"][1])
-    with torch.no_grad():  # q_j recomputed from the (unchanged until the meta step) teacher on batch j
-        model.teacher.train()
-    assert all(q.shape == (8, 4) for q in seen["qs"])
-    assert [set(p) == set(dict(model.student.named_parameters())) for p in seen["snaps"]] == [True] * 3
+    make = emlc(k=3, kstep_reduction="mean")
+    model = fit(make, data=SynthData(3))
+    seed_everything(0, verbose=False)
+    teacher0 = make().teacher.train()  # the teacher during the cycle (it is updated only at its end)
+    for j in range(3):
+        nb = make_batch(j, 8, 8)["noisy"]
+        assert torch.equal(seen["xs"][j], nb["x"])
+        with torch.no_grad():
+            h, logits = teacher0.features_and_logits(nb["x"])
+            torch.testing.assert_close(seen["qs"][j], teacher0.correct(h, logits, nb["y"])[0])
     assert not torch.equal(seen["snaps"][0]["fc.weight"], seen["snaps"][2]["fc.weight"])
+    assert set(seen["snaps"][0]) == set(dict(model.student.named_parameters()))
     assert seen["lrs"][0]["fc.weight"] == pytest.approx(0.1)  # η read from the student's optimizer
 
 
