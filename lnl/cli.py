@@ -75,7 +75,6 @@ class LNLCLI(LightningCLI):
                 trainer.gradient_clip_val,
                 trainer.accumulate_grad_batches,
             )
-        datamodule.requirements = type(datamodule.requirements).of(self.model)
         if (
             checkpoint is not None
             and datamodule.hparams.val_per_class == 0

@@ -64,8 +64,21 @@ def per_sample_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Top-1 accuracy of a batch, ignoring labels < 0 (unknown)."""
+    """Top-1 accuracy of a batch, ignoring labels < 0 (unknown; NaN when none is known). No host sync."""
     known = labels >= 0
-    if not bool(known.any()):
-        return torch.tensor(float("nan"), device=logits.device)
-    return (logits.argmax(dim=-1)[known] == labels[known]).float().mean()
+    hits = (logits.argmax(dim=-1) == labels) & known
+    return hits.sum().float() / known.sum().float()
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+    """SimCLR's NT-Xent loss (Chen et al. 2020, Eq. 1): the other view of each sample against the 2B-2 negatives.
+
+    z1[i] and z2[i] are the projections of two views of sample i; the loss is the mean over all 2B anchors of
+    -log( exp(sim(a, p)/t) / sum_{k != a} exp(sim(a, k)/t) ) with cosine similarity.
+    """
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=-1)
+    n = z1.shape[0]
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, positive)

@@ -3,7 +3,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lnl.losses import gce_loss, kd_loss, smoothed_cross_entropy, soft_cross_entropy, uda_consistency
+from lnl.losses import (
+    accuracy,
+    gce_loss,
+    kd_loss,
+    nt_xent,
+    smoothed_cross_entropy,
+    soft_cross_entropy,
+    uda_consistency,
+)
 
 
 def test_soft_ce_with_onehot_equals_ce() -> None:
@@ -43,3 +51,22 @@ def test_gce_interpolates_between_mae_and_ce() -> None:
     torch.testing.assert_close(
         gce_loss(logits, labels, q=1e-6), F.cross_entropy(logits, labels), rtol=1e-4, atol=1e-5
     )
+
+
+def test_nt_xent_matches_a_per_anchor_loop() -> None:
+    z1, z2, t = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), 0.3
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    terms = []
+    for a in range(10):
+        p = (a + 5) % 10
+        others = [k for k in range(10) if k != a]
+        denom = torch.stack([torch.exp(z[a] @ z[k] / t) for k in others]).sum()
+        terms.append(-torch.log(torch.exp(z[a] @ z[p] / t) / denom))
+    torch.testing.assert_close(nt_xent(z1, z2, t).double(), torch.stack(terms).mean(), rtol=1e-5, atol=1e-6)
+    assert nt_xent(z1, z1 + 1e-3, 0.1) < nt_xent(z1, z2, 0.1)  # aligned views cost less
+
+
+def test_accuracy_ignores_unknown_labels_and_is_nan_without_any() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    assert accuracy(logits, torch.tensor([0, 0, -1])).item() == 0.5
+    assert torch.isnan(accuracy(logits, torch.tensor([-1, -1, -1])))

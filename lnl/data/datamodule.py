@@ -272,10 +272,23 @@ class NoisyLabelDataModule(LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )  # fmt: skip
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Flag on the host whether a train stream carries true labels (`has_true`): no device sync in a step."""
+        if isinstance(batch, dict):
+            for stream in batch.values():
+                if isinstance(stream, dict) and "y_true" in stream:
+                    stream["has_true"] = bool((stream["y_true"] >= 0).any())
+        return batch
+
     def train_dataloader(self) -> Any:
         hp, req, t = self.hparams, self.requirements, self._transforms()
         rank, world = self._dist()
-        views = {view: getattr(t, view) for view in req.train_views}
+        views: dict[str, Any] = {}
+        for (
+            view
+        ) in req.train_views:  # a repeated view gets a numbered key: ("strong", "strong") -> strong, strong2
+            n = sum(1 for v in req.train_views[: len(views)] if v == view)
+            views[view if n == 0 else f"{view}{n + 1}"] = getattr(t, view)
         train_ids = {"noisy": self.noisy_index, "clean": self.clean_index,
                      "both": np.concatenate([self.noisy_index, self.clean_index])}[hp.train_on]  # fmt: skip
         noisy_set = LabelledImages(

@@ -32,8 +32,8 @@ class LabelledImages(Dataset):
         seed: int = 0,
     ) -> None:
         self.images, self.seed = images, seed
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.true_labels = None if true_labels is None else torch.as_tensor(true_labels, dtype=torch.long)
+        self.labels = torch.tensor(labels, dtype=torch.long)  # a copy: label arrays may be read-only views
+        self.true_labels = None if true_labels is None else torch.tensor(true_labels, dtype=torch.long)
         self.transforms = transforms
 
     def __len__(self) -> int:

@@ -5,5 +5,6 @@ from lnl.methods.ce import CE
 from lnl.methods.dml import DML
 from lnl.methods.emlc import EMLC
 from lnl.methods.mlc import MLC
+from lnl.methods.simclr import SimCLR
 
-__all__ = ["CE", "DML", "EMLC", "LNLModule", "MLC"]
+__all__ = ["CE", "DML", "EMLC", "LNLModule", "MLC", "SimCLR"]

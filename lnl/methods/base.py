@@ -6,13 +6,16 @@ import os
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.distributed as dist
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torchmetrics.classification import MulticlassAccuracy
 
 from lnl.errors import ConfigError
 from lnl.models.backbones import create_backbone
+from lnl.models.init import load_matching_state
 
 
 class NonFiniteError(RuntimeError):
@@ -40,6 +43,18 @@ def check_manual_trainer_settings(
         )
 
 
+def has_true_labels(stream: dict[str, Any]) -> bool:
+    """Whether a train stream's batch carries any true label (for diagnostics only).
+
+    Our data module sets the host-side flag `has_true` before the batch moves to the device, so this costs no
+    device sync; a hand-built batch without the flag is checked directly.
+    """
+    flag = stream.get("has_true")
+    if flag is None and "y_true" in stream:
+        flag = bool((stream["y_true"] >= 0).any())
+    return bool(flag)
+
+
 class LNLModule(LightningModule):
     """Base of every method: a student backbone, accuracy for each evaluated network, optimizer injection.
 
@@ -64,6 +79,7 @@ class LNLModule(LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         grad_clip: float | None = None,
         on_nonfinite: Literal["raise", "skip"] = "raise",
+        init_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -96,6 +112,17 @@ class LNLModule(LightningModule):
                 ]
         return sorted(set(names))
 
+    def init_targets(self) -> dict[str, nn.Module]:
+        """The networks `init_checkpoint` initializes (a method with its own teacher backbone adds it)."""
+        return {"student": self.student}
+
+    def configure_model(self) -> None:
+        """Load `init_checkpoint` (SSL / pretrained backbone weights, DESIGN 4.2) into `init_targets()`, once."""
+        path = self.hparams.get("init_checkpoint")
+        if path and not getattr(self, "_init_loaded", False):
+            load_matching_state(path, self.init_targets())
+            self._init_loaded = True
+
     def build_backbone(self, name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
         """A backbone with this module's classes and input channels (used for students and teachers alike)."""
         return create_backbone(name, self.num_classes, in_chans=self.hparams.in_chans, **(kwargs or {}))
@@ -110,6 +137,22 @@ class LNLModule(LightningModule):
                 trainer.gradient_clip_val,
                 trainer.accumulate_grad_batches,
             )
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Manual-optimization methods average every gradient by hand (DESIGN 4): keep DDP's reducer idle.
+
+        Lightning re-enables `require_backward_grad_sync` after each training step, so this runs every batch.
+        """
+        ddp = self.trainer.strategy.model
+        if not self.automatic_optimization and isinstance(ddp, DistributedDataParallel):
+            ddp.require_backward_grad_sync = False
+
+    def on_validation_epoch_start(self) -> None:
+        """Rank 0's BN statistics in every evaluated network before evaluation (each rank saw other batches)."""
+        if not self.automatic_optimization and dist.is_available() and dist.is_initialized():
+            for name in self.eval_nets:
+                for buf in getattr(self, name).buffers():
+                    dist.broadcast(buf, src=0)
 
     def on_train_epoch_end(self) -> None:
         if self.automatic_optimization:

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from lnl.losses import accuracy, smoothed_cross_entropy
-from lnl.methods.base import LNLModule
+from lnl.methods.base import LNLModule, has_true_labels
 
 
 class CE(LNLModule):
@@ -29,6 +29,6 @@ class CE(LNLModule):
         self.check_finite("CE loss", loss)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc_noisy", accuracy(logits.detach(), noisy["y"]))
-        if bool((noisy["y_true"] >= 0).any()):
+        if has_true_labels(noisy):
             self.log("train/acc_true", accuracy(logits.detach(), noisy["y_true"]))
         return loss

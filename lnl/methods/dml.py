@@ -11,11 +11,9 @@ from dataclasses import asdict
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 
 from lnl.errors import ConfigError
 from lnl.hypergrad.distributed import all_reduce_grads, all_reduce_mean_dict, world_size
@@ -28,7 +26,7 @@ from lnl.hypergrad.feedback import (
 )
 from lnl.hypergrad.functional import functional_forward, named_params
 from lnl.losses import kd_loss, per_sample_cross_entropy, smoothed_cross_entropy, uda_consistency
-from lnl.methods.base import LNLModule
+from lnl.methods.base import LNLModule, has_true_labels
 from lnl.methods.selection import SelectionConfig, SmallLossSelector, selection_counts
 
 
@@ -117,11 +115,6 @@ class DML(LNLModule):
         ]
         return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds if s is not None]
 
-    def on_validation_epoch_start(self) -> None:
-        if world_size() > 1:
-            for buf in [*self.student.buffers(), *self.teacher.buffers()]:
-                dist.broadcast(buf, src=0)
-
     # ---------------------------------------------------------------- the step
     def _ce_w(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-sample CE of a functional student pass (live params, cloned buffers, current BN mode)."""
@@ -131,9 +124,6 @@ class DML(LNLModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hp, nb = self.hparams, batch["noisy"]
-        ddp = self.trainer.strategy.model
-        if isinstance(ddp, DistributedDataParallel):  # gradients are averaged explicitly below (DESIGN 4);
-            ddp.require_backward_grad_sync = False  # Lightning re-enables it after this step returns
         xw, xs, y, index = nb["x"]["weak"], nb["x"]["strong"], nb["y"], nb["index"]
         s_opt, t_opt = self.optimizers()
         n, ws, lam = y.shape[0], world_size(), hp.lam
@@ -225,7 +215,7 @@ class DML(LNLModule):
         logs = {"loss_student": loss_s, "loss_teacher": loss_t, "h": h, "selected_frac": counts[0] / counts.sum(),
                 "R_mean": r.mean(), "R_min": r.min(), "R_max": r.max(),
                 "uda_mask": conf.mean() if conf.numel() else torch.zeros(())}  # fmt: skip
-        if "y_true" in nb and bool((nb["y_true"] >= 0).any()):
+        if has_true_labels(nb):
             c = self.all_reduce_mean(selection_counts(mask, nb["y"], nb["y_true"]))
             logs |= {"sel_precision": c[1] / c[0].clamp_min(1e-9), "sel_recall": c[1] / c[2].clamp_min(1e-9)}
         logs = {f"train/{k}": v.detach().float() for k, v in logs.items()}

@@ -1,7 +1,7 @@
 """EMLC: Enhanced Meta Label Correction (DESIGN 4.2; paper Props. 1-3, Eqs. 10-12).
 
-All meta-gradient maths lives in `lnl.hypergrad`, the teacher in `lnl.models.teachers`. `MetaStepMixin` holds
-what EMLC and MLC share (the student's soft-target step, the jvp|unrolled meta-gradient, gradient averaging).
+All meta-gradient maths lives in `lnl.hypergrad`, the teacher in `lnl.models.teachers`, and what EMLC shares with
+MLC (the student's soft-target step, the jvp|unrolled meta-gradient, gradient averaging) in `meta_step.py`.
 """
 
 from __future__ import annotations
@@ -9,123 +9,15 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from lnl.errors import ConfigError
-from lnl.hypergrad import (
-    all_reduce_grads,
-    all_reduce_mean_dict,
-    clean_grad,
-    effective_lrs,
-    kstep_surrogate,
-    named_params,
-    sgd_step_fn,
-    snapshot_params,
-    unrolled_metagrad,
-    world_size,
-)
 from lnl.hypergrad.functional import wide
-from lnl.losses import soft_cross_entropy
-from lnl.methods.base import LNLModule
-from lnl.models.teachers import LabelCorrector, load_matching_state
-
-
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"model.{name} = {value!r}: allowed values are {', '.join(map(str, allowed))}")
-
-
-class MetaStepMixin:
-    """Shared steps of soft-target meta-learners (EMLC, MLC) on an `LNLModule` with `self.student`."""
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1 and self.hparams.hypergrad == "unrolled":
-            rank_zero_warn(
-                "hypergrad: unrolled differentiates each rank's own virtual step (not the all-reduced one), so "
-                "its meta-gradient under DDP differs from the single-process value; hypergrad: jvp is exact"
-            )
-
-    def _manual_ddp(self) -> None:
-        """Every gradient here comes from autograd.grad and is averaged by hand (DESIGN 4): DDP's reducer is idle."""
-        ddp = self.trainer.strategy.model
-        if isinstance(ddp, DistributedDataParallel):
-            ddp.require_backward_grad_sync = False
-
-    def _apply_grads(self, opt: Any, params: list[Tensor], grads: Any, term: str) -> bool:
-        """Write grads, average them across ranks, check finiteness, clip and step `opt` (False if skipped)."""
-        for p, g in zip(params, grads):
-            p.grad = torch.zeros_like(p) if g is None else g.detach()
-        all_reduce_grads(params)
-        norm = torch.stack(torch._foreach_norm([p.grad for p in params])).sum()
-        if not self.check_finite(term, norm):
-            opt.zero_grad(set_to_none=True)
-            return False
-        self.optimizer_step_manual(opt)
-        return True
-
-    def _soft_target_step(
-        self,
-        opt: Any,
-        logits: Tensor,
-        targets: Tensor,
-        meta_params: list[Tensor],
-        clean: tuple[Tensor, Tensor],
-    ) -> dict[str, Any] | None:
-        """One real student step on softCE(logits, targets); with `unrolled`, also the exact meta-gradient.
-
-        jvp: returns the pre-step snapshot θ and η for the surrogate (targets are detached here). unrolled:
-        differentiates the clean loss through the optimizer's step with create_graph (MLC's virtual step, equal to
-        the real one) and reuses its inner gradient for the real step.
-        """
-        named = named_params(self.student)
-        torch_opt = getattr(opt, "optimizer", opt)
-        if self.hparams.hypergrad == "unrolled":
-            loss = soft_cross_entropy(logits, targets)
-            if not self.check_finite("student loss", loss):
-                return None
-            if not isinstance(torch_opt, torch.optim.SGD):
-                raise ConfigError(
-                    f"model.hypergrad = 'unrolled' needs an SGD student optimizer, got {type(torch_opt).__name__}"
-                )
-            meta, clean_loss, grads = unrolled_metagrad(
-                loss, named, meta_params, self.student, None, *clean, sgd_step_fn(torch_opt, named)
-            )
-            ok = self._apply_grads(opt, list(named.values()), grads.values(), "student gradient")
-            return {"loss": loss.detach(), "meta_grads": meta, "meta_loss": clean_loss} if ok else None
-        loss = soft_cross_entropy(logits, targets.detach())
-        if not self.check_finite("student loss", loss):
-            return None
-        theta, eta = snapshot_params(named), effective_lrs(torch_opt, named)
-        grads = torch.autograd.grad(loss, list(named.values()))
-        ok = self._apply_grads(opt, list(named.values()), grads, "student gradient")
-        return {"loss": loss.detach(), "theta": theta, "eta": eta} if ok else None
-
-    def _jvp_meta(
-        self, pending: list[dict], clean: tuple[Tensor, Tensor], reduction: str
-    ) -> tuple[Tensor, Tensor]:
-        """(surrogate, clean loss at θ'): g_w at the current params (all-reduced), JVPs at the stored snapshots."""
-        loss_c, g_w = clean_grad(self.student, named_params(self.student), None, *clean)
-        g_w = all_reduce_mean_dict(g_w)
-        sur, _ = kstep_surrogate(
-            self.student, [p["theta"] for p in pending], None, [p["x"] for p in pending],
-            [p["q"] for p in pending], g_w, [p["eta"] for p in pending], reduction,
-            [p["denom"] for p in pending],
-        )  # fmt: skip
-        return sur, self.all_reduce_mean(loss_c)
-
-    def _broadcast_buffers(self, *modules: nn.Module) -> None:
-        """Rank 0's BN statistics everywhere before evaluation (each rank saw different batches)."""
-        if world_size() > 1:
-            for m in modules:
-                for buf in m.buffers():
-                    dist.broadcast(buf, src=0)
+from lnl.methods.base import LNLModule, has_true_labels
+from lnl.methods.meta_step import MetaStepMixin, check_choice
+from lnl.models.teachers import LabelCorrector
 
 
 class EMLC(MetaStepMixin, LNLModule):
@@ -167,13 +59,12 @@ class EMLC(MetaStepMixin, LNLModule):
         kstep_reduction: Literal["sum", "mean"] = "sum",
         embed_dim: int = 128,
         gate_hidden: int = 128,
-        init_checkpoint: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, **kwargs)
-        _choice("hypergrad", hypergrad, ("jvp", "unrolled"))
-        _choice("corruption", corruption, ("none", "random", "adversarial"))
-        _choice("kstep_reduction", kstep_reduction, ("sum", "mean"))
+        check_choice("hypergrad", hypergrad, ("jvp", "unrolled"))
+        check_choice("corruption", corruption, ("none", "random", "adversarial"))
+        check_choice("kstep_reduction", kstep_reduction, ("sum", "mean"))
         if k < 1 or (hypergrad == "unrolled" and k != 1):
             raise ConfigError(f"model.k = {k}: must be >= 1 (and 1 with hypergrad: unrolled)")
         self.automatic_optimization = False
@@ -184,9 +75,10 @@ class EMLC(MetaStepMixin, LNLModule):
         )
         self.teacher = LabelCorrector(backbone, num_classes, embed_dim, gate_hidden)
         self.teacher_optimizer_factory, self.teacher_scheduler_factory = teacher_optimizer, teacher_scheduler
-        if init_checkpoint:
-            load_matching_state(init_checkpoint, {"student": self.student, "teacher": self.teacher.backbone})
         self._pending: list[dict[str, Any]] = []
+
+    def init_targets(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "teacher": self.teacher.backbone}
 
     def configure_optimizers(self) -> Any:
         opts = [self.make_optimizer(self.optimizer_factory, self.student.parameters()),
@@ -194,9 +86,6 @@ class EMLC(MetaStepMixin, LNLModule):
         facts = (self.scheduler_factory, self.teacher_scheduler_factory)
         scheds = [self.make_scheduler(f, o) for f, o in zip(facts, opts)]
         return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds if s is not None]
-
-    def on_validation_epoch_start(self) -> None:
-        self._broadcast_buffers(self.student, self.teacher)
 
     def on_train_epoch_start(self) -> None:
         self._pending = []
@@ -228,7 +117,6 @@ class EMLC(MetaStepMixin, LNLModule):
         return list(grads), logs
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._manual_ddp()
         hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
         s_opt, t_opt = self.optimizers()
         x, y, xc, yc = nb["x"], nb["y"], cb["x"], cb["y"]
@@ -272,7 +160,7 @@ class EMLC(MetaStepMixin, LNLModule):
         w = torch.sigmoid(a.detach().float())
         self.log("train/gate_noisy", w.mean(), on_step=True, on_epoch=False, batch_size=w.shape[0])
         y, y_true = nb["y"], nb.get("y_true")
-        if y_true is None or not bool((y_true >= 0).any()):
+        if not has_true_labels(nb):
             return
         known = y_true >= 0
         right, wrong = known & (y == y_true), known & (y != y_true)

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from lnl.errors import ConfigError
-from lnl.methods.base import LNLModule
-from lnl.methods.emlc import MetaStepMixin, _choice
+from lnl.methods.base import LNLModule, has_true_labels
+from lnl.methods.meta_step import MetaStepMixin, check_choice
 from lnl.models.backbones import features_and_logits
-from lnl.models.teachers import MetaLabelNet, load_matching_state
+from lnl.models.teachers import MetaLabelNet
 
 
 def _adam_3e4(params: Any) -> torch.optim.Optimizer:
@@ -34,7 +34,7 @@ class MLC(MetaStepMixin, LNLModule):
     u = J_{log S(x; θ)}·(η g_w). Both give dL/dα exactly for an SGD student; one meta-optimizer step.
 
     Decisions: MLC's discounted multi-step accumulation is not reproduced (one step, k = 1); the meta-net's
-    first-layer input is the student's features at θ before the step; `init_checkpoint` is as in EMLC.
+    first-layer input is the student's features at θ before the step; `init_checkpoint` initializes the student.
     """
 
     needs_clean: ClassVar[bool] = True
@@ -53,18 +53,15 @@ class MLC(MetaStepMixin, LNLModule):
         mix_gold: bool = False,
         embed_dim: int = 128,
         hidden: int = 128,
-        init_checkpoint: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, **kwargs)
-        _choice("hypergrad", hypergrad, ("jvp", "unrolled"))
+        check_choice("hypergrad", hypergrad, ("jvp", "unrolled"))
         if embed_dim < 1 or hidden < 1:
             raise ConfigError(f"model.embed_dim/hidden = {embed_dim}/{hidden}: must be positive")
         self.automatic_optimization = False
         self.meta_net = MetaLabelNet(int(self.student.num_features), num_classes, embed_dim, hidden, skip)
         self.meta_optimizer_factory, self.meta_scheduler_factory = meta_optimizer, meta_scheduler
-        if init_checkpoint:
-            load_matching_state(init_checkpoint, {"student": self.student})
 
     def configure_optimizers(self) -> Any:
         opts = [self.make_optimizer(self.optimizer_factory, self.student.parameters()),
@@ -73,11 +70,7 @@ class MLC(MetaStepMixin, LNLModule):
         scheds = [self.make_scheduler(f, o) for f, o in zip(facts, opts)]
         return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds if s is not None]
 
-    def on_validation_epoch_start(self) -> None:
-        self._broadcast_buffers(self.student)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._manual_ddp()
         hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
         s_opt, m_opt = self.optimizers()
         x, y, xc, yc = nb["x"], nb["y"], cb["x"], cb["y"]
@@ -102,7 +95,7 @@ class MLC(MetaStepMixin, LNLModule):
         self._apply_grads(m_opt, m_params, meta_grads, "meta-net meta-gradient")
         logs = {"train/loss_student": out["loss"], "train/meta_loss": meta_loss}
         y_true = nb.get("y_true")
-        if y_true is not None and bool((y_true >= 0).any()):
+        if has_true_labels(nb):
             known = y_true >= 0
             hit = (q.detach().argmax(1) == y_true).float()
             self.log("train/label_recovery", hit[known].mean(), on_step=False, on_epoch=True,

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lnl.errors import ConfigError
 from lnl.hypergrad.functional import wide
 from lnl.models.backbones import features_and_logits
 
@@ -92,50 +90,3 @@ class MetaLabelNet(nn.Module):
         if self.skip:
             return gated_target(out[:, -1], y, out[:, :-1])
         return F.softmax(wide(out), dim=-1)
-
-
-def _match_key(key: str, own: dict[str, Tensor]) -> str | None:
-    """The own key that `key` names after dropping wrapper prefixes on either side (unique, >= 2 components)."""
-    parts = key.split(".")
-    for i in range(len(parts) - 1):
-        cand = ".".join(parts[i:])
-        hits = [o for o in own if o == cand or o.endswith("." + cand)]
-        if len(hits) == 1:
-            return hits[0]
-        if hits:
-            return None
-    return None
-
-
-def load_matching_state(path: str, targets: dict[str, nn.Module]) -> dict[str, int]:
-    """Strict optional initialization (SSL / pretrained weights, DESIGN 4.2 `init_checkpoint`) of each target.
-
-    Reads a state dict (or its `state_dict` / `model` / `backbone` entry), matches keys after dropping wrapper
-    prefixes (`module.`, `encoder.`, ...) on either side, requires equal shapes for every matched key, fails when
-    nothing matches a target, logs and returns the number of loaded tensors per target. Unmatched keys (e.g. a
-    projection head) are ignored; unmatched target tensors (e.g. the classifier) keep their initialization.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "backbone"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    counts: dict[str, int] = {}
-    for name, module in targets.items():
-        own = module.state_dict()
-        matched: dict[str, Tensor] = {}
-        for key, value in state.items():
-            hit = _match_key(key, own)
-            if hit is None:
-                continue
-            if own[hit].shape != value.shape:
-                raise ConfigError(
-                    f"model.init_checkpoint = {path!r}: {key} has shape {tuple(value.shape)}, "
-                    f"{name}.{hit} needs {tuple(own[hit].shape)}"
-                )
-            matched[hit] = value
-        if not matched:
-            raise ConfigError(f"model.init_checkpoint = {path!r}: no key matches the {name} network")
-        module.load_state_dict(matched, strict=False)
-        counts[name] = len(matched)
-        rank_zero_info(f"init_checkpoint: loaded {len(matched)}/{len(own)} {name} tensors from {path}")
-    return counts

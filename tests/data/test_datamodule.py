@@ -63,6 +63,18 @@ def test_two_view_noisy_batches_and_a_paired_clean_stream() -> None:
     torch.testing.assert_close(noisy["y"], torch.as_tensor(dm.given_labels[noisy["index"].numpy()]))
 
 
+def test_a_repeated_view_gets_its_own_key_and_its_own_draw() -> None:
+    dm = digits(train_on="both")
+    dm.requirements = DataRequirements(train_views=("strong", "strong"))
+    dm.setup("fit")
+    batch = {"noisy": next(iter(dm.train_dataloader()["noisy"]))}
+    x = batch["noisy"]["x"]
+    assert set(x) == {"strong", "strong2"} and not torch.equal(x["strong"], x["strong2"])
+    assert set(batch["noisy"]["index"].tolist()) & set(dm.clean_index.tolist())  # train_on: both
+    flagged = dm.on_before_batch_transfer(batch, 0)
+    assert flagged["noisy"]["has_true"] is True
+
+
 def test_sampler_shards_are_a_partition_of_the_single_process_order() -> None:
     ids = np.arange(100, 164)
     single = [i for _, i in EpochSampler(ids, seed=3)]

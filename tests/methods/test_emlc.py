@@ -60,7 +60,7 @@ def test_one_step_changes_student_and_teacher_once_each() -> None:
 
 def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None:
     """Inside the method, the k-step meta term gets snapshot j, batch j and batch j's own q_j (Eq. 11)."""
-    import lnl.methods.emlc as mod
+    import lnl.methods.meta_step as mod
 
     seen = {}
     real = mod.kstep_surrogate
@@ -134,15 +134,16 @@ def test_init_checkpoint_is_strict(tmp_path, capsys) -> None:
         {"state_dict": {f"module.encoder.{k}": v for k, v in donor.student.trunk.state_dict().items()}}, good
     )
     model = emlc(init_checkpoint=str(good))()
+    model.configure_model()
     for k, v in donor.student.trunk.state_dict().items():
         assert torch.equal(model.student.trunk.state_dict()[k], v)
         assert torch.equal(model.teacher.backbone.trunk.state_dict()[k], v)
     torch.save({"other.thing": torch.zeros(3)}, tmp_path / "none.pt")
     with pytest.raises(ConfigError, match="no key matches"):
-        emlc(init_checkpoint=str(tmp_path / "none.pt"))()
+        emlc(init_checkpoint=str(tmp_path / "none.pt"))().configure_model()
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "shape.pt")
     with pytest.raises(ConfigError, match="shape"):
-        emlc(init_checkpoint=str(tmp_path / "shape.pt"))()
+        emlc(init_checkpoint=str(tmp_path / "shape.pt"))().configure_model()
 
 
 def test_configs_cover_the_table_and_bind() -> None:

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from lnl.cli import main
+from lnl.methods import CE, EMLC, SimCLR
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _batch(y: torch.Tensor) -> dict:
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(8, 1, 8, 8), torch.randn(8, 1, 8, 8)
+    return {"noisy": {"x": {"strong": x1, "strong2": x2}, "y": y, "index": torch.arange(8)}}
+
+
+def test_labels_reach_only_the_probe() -> None:
+    grads = []
+    for y in (torch.arange(8) % 10, torch.full((8,), 3)):
+        torch.manual_seed(1)
+        model = SimCLR(10, backbone="digits_cnn", in_chans=1)
+        model.training_step(_batch(y), 0).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    for name, g in grads[0].items():
+        same = torch.allclose(g, grads[1][name])
+        assert same != name.startswith("student.fc."), name  # backbone and projector: label-free
+
+
+@pytest.mark.slow
+def test_simclr_learns_features_that_initialize_other_methods(in_tmp: Path) -> None:
+    args = ["fit", "--config", str(CONFIGS / "simclr_digits.yaml"), "--trainer.max_epochs=4",
+            "--model.init_args.scheduler.init_args.T_max=4", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    assert main(args) == 0
+    run = Path("runs/simclr_digits/version_0")
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    loss = [float(r["train/nt_xent"]) for r in rows if r.get("train/nt_xent")]
+    probe = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
+    assert loss[-1] < math.log(2 * 128 - 1) - 1.0  # log(2B - 1): the loss of features that know nothing
+    assert max(probe) > 0.5  # chance is 0.1
+    ckpt = str(run / "checkpoints/last.ckpt")
+    trunk = {k[len("student.") :]: v for k, v in torch.load(ckpt, weights_only=False)["state_dict"].items()
+             if k.startswith("student.trunk.")}  # fmt: skip
+    for method in (CE, EMLC):
+        model = method(10, backbone="digits_cnn", in_chans=1, init_checkpoint=ckpt)
+        model.configure_model()
+        nets = [model.student] + ([model.teacher.backbone] if method is EMLC else [])
+        for net in nets:
+            for k, v in trunk.items():
+                assert torch.equal(net.state_dict()[k], v), k
