@@ -3,6 +3,7 @@
 from lnl.hypergrad.distributed import all_reduce_grads, all_reduce_mean, all_reduce_mean_dict, world_size
 from lnl.hypergrad.functional import (
     clone_buffers,
+    frozen_buffers,
     functional_forward,
     named_params,
     restore_params_,
@@ -37,6 +38,7 @@ __all__ = [
     "all_reduce_mean_dict",
     "world_size",
     "clone_buffers",
+    "frozen_buffers",
     "functional_forward",
     "named_params",
     "restore_params_",

@@ -13,7 +13,8 @@ the unrolled reference agree. Modules with stochastic layers (dropout) break thi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,6 +46,18 @@ def snapshot_params(source: nn.Module | Mapping[str, Tensor], *, trainable_only:
 def snapshot_buffers(module: nn.Module) -> ParamDict:
     """Detached clones of all buffers (BatchNorm running statistics, counters)."""
     return {n: b.detach().clone() for n, b in module.named_buffers()}
+
+
+@contextmanager
+def frozen_buffers(module: nn.Module) -> Iterator[None]:
+    """Real forwards of `module` inside leave its buffers as they were (BN running statistics restored on exit)."""
+    saved = snapshot_buffers(module)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buf in module.named_buffers():
+                buf.copy_(saved[name])
 
 
 def clone_buffers(buffers: Mapping[str, Tensor]) -> ParamDict:

@@ -6,6 +6,7 @@ MLC (the student's soft-target step, the jvp|unrolled meta-gradient, gradient av
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -14,6 +15,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lnl.errors import ConfigError
+from lnl.hypergrad import frozen_buffers, soft_target_surrogate
 from lnl.hypergrad.functional import wide
 from lnl.methods.base import LNLModule, has_true_labels
 from lnl.methods.meta_step import MetaStepMixin, check_choice
@@ -24,7 +26,7 @@ class EMLC(MetaStepMixin, LNLModule):
     """EMLC: student S, label-correcting teacher (own backbone + 128-d label embedding + gate), meta-learned.
 
     Per batch: teacher CE (+ BCE on corrupted clean labels) gradients on the clean batch (AutoAugment), then
-    q = teacher(x, ỹ) keeping its graph, a real SGD step of S on softCE(S(x), sg q) (+ gold half when `mix_gold`),
+    q = teacher(x, ỹ), a real SGD step of S on softCE(S(x), sg q) (+ gold half when `mix_gold`),
     snapshot θ kept. Every k-th batch (and at the epoch's last batch): g_w = ∇CE(S(x_m; θ')) on the meta batch
     (the clean batch, or its second half with `mix_gold`), all-reduced; teacher loss = Σ_j c_j·mean⟨sg u_j, q_j⟩
     + CE + BCE (Eq. 12), u_j = JVP of log S at θ_j on batch j along g_w (`hypergrad: jvp`), or the exact
@@ -34,6 +36,9 @@ class EMLC(MetaStepMixin, LNLModule):
     BCE and CE train the whole teacher; one optimizer for backbone, embedding and gate (same SGD settings as the
     official code's two). The epoch's last batch closes a partial k-cycle, so end-of-epoch checkpoints hold no
     pending state. The teacher's supervised grads are taken first, which keeps peak memory at two activation sets.
+    `kstep_targets: recompute` (default) computes the k − 1 earlier batches' q without a graph and rebuilds each at
+    the meta step with BN statistics frozen (one teacher graph alive, one more teacher forward per batch, like the
+    official code); `keep` holds their k graphs instead (faster, memory grows with k). Both give the same gradient.
     """
 
     needs_clean: ClassVar[bool] = True
@@ -43,6 +48,7 @@ class EMLC(MetaStepMixin, LNLModule):
         "k1_jvp": {"k": 1, "hypergrad": "jvp"},
         "k1_unrolled": {"k": 1, "hypergrad": "unrolled"},
         "k5_jvp": {"k": 5, "hypergrad": "jvp"},
+        "k5_jvp_keep": {"k": 5, "hypergrad": "jvp", "kstep_targets": "keep"},
     }
 
     def __init__(
@@ -57,6 +63,7 @@ class EMLC(MetaStepMixin, LNLModule):
         corruption: Literal["none", "random", "adversarial"] = "none",
         mix_gold: bool = False,
         kstep_reduction: Literal["sum", "mean"] = "sum",
+        kstep_targets: Literal["recompute", "keep"] = "recompute",
         embed_dim: int = 128,
         gate_hidden: int = 128,
         **kwargs: Any,
@@ -65,6 +72,7 @@ class EMLC(MetaStepMixin, LNLModule):
         check_choice("hypergrad", hypergrad, ("jvp", "unrolled"))
         check_choice("corruption", corruption, ("none", "random", "adversarial"))
         check_choice("kstep_reduction", kstep_reduction, ("sum", "mean"))
+        check_choice("kstep_targets", kstep_targets, ("recompute", "keep"))
         if k < 1 or (hypergrad == "unrolled" and k != 1):
             raise ConfigError(f"model.k = {k}: must be >= 1 (and 1 with hypergrad: unrolled)")
         self.automatic_optimization = False
@@ -131,8 +139,10 @@ class EMLC(MetaStepMixin, LNLModule):
         t_params = list(self.teacher.parameters())
         sup, logs = self._teacher_supervised(xc, yc) if closes else (None, {})
 
-        h, t_logits = self.teacher.features_and_logits(x)
-        q, a = self.teacher.correct(h, t_logits, y)
+        later = hp.hypergrad == "jvp" and hp.kstep_targets == "recompute" and not closes
+        with torch.no_grad() if later else nullcontext():  # its graph is rebuilt at the meta step
+            h, t_logits = self.teacher.features_and_logits(x)
+            q, a = self.teacher.correct(h, t_logits, y)
         targets = q if gold is None else torch.cat([q, gold.to(q.dtype)])
         out = self._soft_target_step(s_opt, self.student(x_s), targets, t_params, meta)
         if out is None:  # skipped (on_nonfinite: skip)
@@ -140,13 +150,11 @@ class EMLC(MetaStepMixin, LNLModule):
         self._log_targets(q, a, nb)
         logs["train/loss_student"] = out["loss"]
         if hp.hypergrad == "jvp":
-            self._pending.append(
-                {"theta": out["theta"], "eta": out["eta"], "x": x_s, "q": q, "denom": x_s.shape[0]}
-            )
+            self._pending.append({"theta": out["theta"], "eta": out["eta"], "x": x_s, "q": q,
+                                  "denom": x_s.shape[0], "x_t": x, "y": y})  # fmt: skip
         if closes:
             if hp.hypergrad == "jvp":
-                sur, meta_loss = self._jvp_meta(self._pending, meta, hp.kstep_reduction)
-                meta_grads = torch.autograd.grad(sur, t_params, allow_unused=True)
+                meta_grads, meta_loss = self._teacher_meta_grads(t_params, meta)
             else:
                 meta_grads, meta_loss = out["meta_grads"], self.all_reduce_mean(out["meta_loss"])
             self._pending = []
@@ -154,6 +162,26 @@ class EMLC(MetaStepMixin, LNLModule):
             self._apply_grads(t_opt, t_params, grads, "teacher meta-gradient")
             logs["train/meta_loss"] = meta_loss
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=y.shape[0])
+
+    def _teacher_meta_grads(self, t_params: list[Tensor], meta: tuple[Tensor, Tensor]) -> tuple[list, Tensor]:
+        """∇_α of the k-step surrogate (Eq. 11). Targets stored without a graph (`kstep_targets: recompute`) are
+        recomputed one batch at a time with BN statistics frozen, so one teacher graph is alive at a time."""
+        sur, us, meta_loss = self._jvp_meta(self._pending, meta, self.hparams.kstep_reduction)
+        if all(p["q"].requires_grad for p in self._pending):
+            return list(torch.autograd.grad(sur, t_params, allow_unused=True)), meta_loss
+        grads: list[Tensor | None] = [None] * len(t_params)
+        kept_first = sorted(zip(self._pending, us), key=lambda pu: not pu[0]["q"].requires_grad)
+        for p, u in kept_first:  # a kept graph goes before any rebuild touches the BN statistics it saved
+            rebuild = not p["q"].requires_grad
+            with frozen_buffers(self.teacher) if rebuild else nullcontext():  # restored after the backward
+                q = (
+                    self.teacher.correct(*self.teacher.features_and_logits(p["x_t"]), p["y"])[0]
+                    if rebuild
+                    else p["q"]
+                )
+                g = torch.autograd.grad(soft_target_surrogate(u, q, p["denom"]), t_params, allow_unused=True)
+            grads = [b if a is None else (a if b is None else a + b) for a, b in zip(grads, g)]
+        return grads, meta_loss
 
     def _log_targets(self, q: Tensor, a: Tensor, nb: dict[str, Any]) -> None:
         """Gate means (overall, on right / wrong noisy labels) and per-epoch label recovery (needs y_true)."""

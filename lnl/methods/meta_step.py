@@ -93,13 +93,14 @@ class MetaStepMixin:
 
     def _jvp_meta(
         self, pending: list[dict], clean: tuple[Tensor, Tensor], reduction: str
-    ) -> tuple[Tensor, Tensor]:
-        """(surrogate, clean loss at θ'): g_w at the current params (all-reduced), JVPs at the stored snapshots."""
+    ) -> tuple[Tensor, list[Tensor], Tensor]:
+        """(surrogate, per-step scaled u_j, clean loss at θ'): g_w at the current params (all-reduced), JVPs at the
+        stored snapshots."""
         loss_c, g_w = clean_grad(self.student, named_params(self.student), None, *clean)
         g_w = all_reduce_mean_dict(g_w)
-        sur, _ = kstep_surrogate(
+        sur, us = kstep_surrogate(
             self.student, [p["theta"] for p in pending], None, [p["x"] for p in pending],
             [p["q"] for p in pending], g_w, [p["eta"] for p in pending], reduction,
             [p["denom"] for p in pending],
         )  # fmt: skip
-        return sur, self.all_reduce_mean(loss_c)
+        return sur, us, self.all_reduce_mean(loss_c)

@@ -88,7 +88,7 @@ class MLC(MetaStepMixin, LNLModule):
             return
         if hp.hypergrad == "jvp":
             pending = [{"theta": out["theta"], "eta": out["eta"], "x": x_s, "q": q, "denom": x_s.shape[0]}]
-            sur, meta_loss = self._jvp_meta(pending, meta, "sum")
+            sur, _, meta_loss = self._jvp_meta(pending, meta, "sum")
             meta_grads = list(torch.autograd.grad(sur, m_params, allow_unused=True))
         else:
             meta_grads, meta_loss = out["meta_grads"], self.all_reduce_mean(out["meta_loss"])

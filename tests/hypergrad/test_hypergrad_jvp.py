@@ -13,6 +13,7 @@ from hg_nets import batch, bn_net, mlp, rel_err  # noqa: E402
 
 from lnl.hypergrad import (  # noqa: E402
     clean_grad,
+    frozen_buffers,
     functional_forward,
     logprob_jvp,
     logprob_jvp_double_backward,
@@ -75,7 +76,11 @@ def test_live_buffers_and_params_untouched() -> None:
         assert torch.equal(b, buffers0[n]), n
     for n, p in net.named_parameters():
         assert torch.equal(p, params0[n]) and p.grad is None, n
-    # a real training forward does update them (the check above is not vacuous)
+    with frozen_buffers(net):  # a real forward whose gradient is taken inside, statistics restored after
+        net(x).sum().backward()
+    for n, b in net.named_buffers():
+        assert torch.equal(b, buffers0[n]), n
+    # a real training forward does update them (the checks above are not vacuous)
     net(x)
     assert not torch.equal(net[1].running_mean, buffers0["1.running_mean"])
     assert int(net[1].num_batches_tracked) == int(buffers0["1.num_batches_tracked"]) + 1

@@ -40,6 +40,21 @@ def test_jvp_equals_unrolled_through_the_method(extra) -> None:
     assert max_rel_diff(start, b) > 1e-3
 
 
+@pytest.mark.parametrize(
+    "extra", [{}, {"mix_gold": True, "corruption": "adversarial"}], ids=["plain", "gold_adv"]
+)
+def test_recomputed_kstep_targets_give_the_kept_graphs_trajectory(extra) -> None:
+    """`kstep_targets: recompute` rebuilds q_j at the meta step (BN frozen): same parameters and BN statistics."""
+    runs = {
+        t: state(fit(emlc(k=3, kstep_targets=t, **extra), precision="64-true", data=SynthData(5)))
+        for t in ("keep", "recompute")
+    }
+    assert max_rel_diff(runs["recompute"], runs["keep"]) < 1e-12
+    counts = {k: v for k, v in runs["keep"].items() if k.endswith("num_batches_tracked")}
+    assert counts and all(torch.equal(runs["recompute"][k], v) for k, v in counts.items())
+    assert int(counts["teacher.backbone.trunk.1.num_batches_tracked"]) == 5 + 2  # 5 noisy forwards + 2 clean
+
+
 def test_one_step_changes_student_and_teacher_once_each() -> None:
     adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731  (Adam counts its steps)
     model = fit(emlc(k=1, optimizer=adam, teacher_optimizer=adam), data=SynthData(1))
