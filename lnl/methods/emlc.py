@@ -172,14 +172,16 @@ class EMLC(MetaStepMixin, LNLModule):
         grads: list[Tensor | None] = [None] * len(t_params)
         kept_first = sorted(zip(self._pending, us), key=lambda pu: not pu[0]["q"].requires_grad)
         for p, u in kept_first:  # a kept graph goes before any rebuild touches the BN statistics it saved
-            rebuild = not p["q"].requires_grad
-            with frozen_buffers(self.teacher) if rebuild else nullcontext():  # restored after the backward
-                q = (
-                    self.teacher.correct(*self.teacher.features_and_logits(p["x_t"]), p["y"])[0]
-                    if rebuild
-                    else p["q"]
+            if p["q"].requires_grad:
+                g = torch.autograd.grad(
+                    soft_target_surrogate(u, p["q"], p["denom"]), t_params, allow_unused=True
                 )
-                g = torch.autograd.grad(soft_target_surrogate(u, q, p["denom"]), t_params, allow_unused=True)
+            else:
+                with frozen_buffers(self.teacher):  # restored after the backward
+                    q = self.teacher.correct(*self.teacher.features_and_logits(p["x_t"]), p["y"])[0]
+                    g = torch.autograd.grad(
+                        soft_target_surrogate(u, q, p["denom"]), t_params, allow_unused=True
+                    )
             grads = [b if a is None else (a if b is None else a + b) for a, b in zip(grads, g)]
         return grads, meta_loss
 
