@@ -116,11 +116,17 @@ class LNLModule(LightningModule):
         """The networks `init_checkpoint` initializes (a method with its own teacher backbone adds it)."""
         return {"student": self.student}
 
+    def load_init_checkpoint(self) -> None:
+        """Load `init_checkpoint` (SSL / pretrained backbone weights, DESIGN 4.2) into `init_targets()`."""
+        if self.hparams.get("init_checkpoint"):
+            load_matching_state(self.hparams.init_checkpoint, self.init_targets())
+
     def configure_model(self) -> None:
-        """Load `init_checkpoint` (SSL / pretrained backbone weights, DESIGN 4.2) into `init_targets()`, once."""
-        path = self.hparams.get("init_checkpoint")
-        if path and not getattr(self, "_init_loaded", False):
-            load_matching_state(path, self.init_targets())
+        """At the start of a fit from scratch, load `init_checkpoint` (not when resuming, testing or reloading a
+        checkpoint: those weights come from the checkpoint, and the init file need not exist any more)."""
+        trainer, done = self._trainer, getattr(self, "_init_loaded", False)
+        if trainer is not None and trainer.state.fn == "fit" and trainer.ckpt_path is None and not done:
+            self.load_init_checkpoint()
             self._init_loaded = True
 
     def build_backbone(self, name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:

@@ -149,16 +149,16 @@ def test_init_checkpoint_is_strict(tmp_path, capsys) -> None:
         {"state_dict": {f"module.encoder.{k}": v for k, v in donor.student.trunk.state_dict().items()}}, good
     )
     model = emlc(init_checkpoint=str(good))()
-    model.configure_model()
+    model.load_init_checkpoint()
     for k, v in donor.student.trunk.state_dict().items():
         assert torch.equal(model.student.trunk.state_dict()[k], v)
         assert torch.equal(model.teacher.backbone.trunk.state_dict()[k], v)
     torch.save({"other.thing": torch.zeros(3)}, tmp_path / "none.pt")
     with pytest.raises(ConfigError, match="no key matches"):
-        emlc(init_checkpoint=str(tmp_path / "none.pt"))().configure_model()
+        emlc(init_checkpoint=str(tmp_path / "none.pt"))().load_init_checkpoint()
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "shape.pt")
     with pytest.raises(ConfigError, match="shape"):
-        emlc(init_checkpoint=str(tmp_path / "shape.pt"))().configure_model()
+        emlc(init_checkpoint=str(tmp_path / "shape.pt"))().load_init_checkpoint()
 
 
 def test_configs_cover_the_table_and_bind() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_labels_reach_only_the_probe() -> None:
 
 
 @pytest.mark.slow
-def test_simclr_learns_features_that_initialize_other_methods(in_tmp: Path) -> None:
+def test_simclr_learns_features_that_initialize_other_methods(in_tmp: Path, caplog) -> None:
     args = ["fit", "--config", str(CONFIGS / "simclr_digits.yaml"), "--trainer.max_epochs=4",
             "--model.init_args.scheduler.init_args.T_max=4", "--trainer.enable_progress_bar=false"]  # fmt: skip
     assert main(args) == 0
@@ -48,8 +49,16 @@ def test_simclr_learns_features_that_initialize_other_methods(in_tmp: Path) -> N
              if k.startswith("student.trunk.")}  # fmt: skip
     for method in (CE, EMLC):
         model = method(10, backbone="digits_cnn", in_chans=1, init_checkpoint=ckpt)
-        model.configure_model()
+        model.load_init_checkpoint()
         nets = [model.student] + ([model.teacher.backbone] if method is EMLC else [])
         for net in nets:
             for k, v in trunk.items():
                 assert torch.equal(net.state_dict()[k], v), k
+    # through the CLI: loaded at the start of a fit, and not needed any more to reload the fitted model
+    caplog.set_level(logging.INFO)
+    args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--trainer.max_epochs=1",
+            f"--model.init_args.init_checkpoint={ckpt}", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    assert main(args) == 0
+    assert "init_checkpoint: loaded 12/12 student backbone tensors" in caplog.text
+    Path(ckpt).unlink()
+    CE.load_from_checkpoint("runs/quickstart_ce/version_0/checkpoints/last.ckpt")
