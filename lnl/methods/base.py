@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lnl.errors import ConfigError
@@ -55,6 +56,10 @@ def has_true_labels(stream: dict[str, Any]) -> bool:
     return bool(flag)
 
 
+def _key(name: str) -> str:
+    return name.replace("/", "__").replace(".", "_")
+
+
 class LNLModule(LightningModule):
     """Base of every method: a student backbone, accuracy for each evaluated network, optimizer injection.
 
@@ -68,6 +73,7 @@ class LNLModule(LightningModule):
     train_views: ClassVar[tuple[str, ...]] = ("weak",)
     clean_augment: ClassVar[str] = "weak"
     eval_nets: ClassVar[tuple[str, ...]] = ("student",)
+    epoch_means: ClassVar[tuple[str, ...]] = ()  # names logged with `log_masked_mean`
 
     def __init__(
         self,
@@ -98,6 +104,7 @@ class LNLModule(LightningModule):
                 for name in self.eval_nets
             }
         )
+        self.means = nn.ModuleDict({_key(name): MeanMetric() for name in self.epoch_means})
 
     def _callable_arg_names(self) -> list[str]:
         import inspect
@@ -221,6 +228,12 @@ class LNLModule(LightningModule):
         from lnl.hypergrad.distributed import all_reduce_mean
 
         return all_reduce_mean(value)
+
+    def log_masked_mean(self, name: str, values: Tensor, mask: Tensor) -> None:
+        """Accumulate mean(values[mask]) over the epoch (all ranks) without a host sync; NaN if nothing was masked in."""
+        metric = self.means[_key(name)]
+        metric.update(values.detach().float(), mask.float())
+        self.log(name, metric, on_step=False, on_epoch=True)
 
     # ---------------------------------------------------------------- evaluation
     def eval_logits(self, name: str, x: Tensor) -> Tensor:

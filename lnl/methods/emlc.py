@@ -44,6 +44,8 @@ class EMLC(MetaStepMixin, LNLModule):
     needs_clean: ClassVar[bool] = True
     clean_augment: ClassVar[str] = "autoaugment"
     eval_nets: ClassVar[tuple[str, ...]] = ("student", "teacher")
+    epoch_means: ClassVar[tuple[str, ...]] = ("train/label_recovery", "train/wrong_label_recovery",
+                                              "train/gate_right_label", "train/gate_wrong_label")  # fmt: skip
     bench_variants: ClassVar[dict[str, dict]] = {
         "k1_jvp": {"k": 1, "hypergrad": "jvp"},
         "k1_unrolled": {"k": 1, "hypergrad": "unrolled"},
@@ -198,7 +200,4 @@ class EMLC(MetaStepMixin, LNLModule):
         epoch = {"train/label_recovery": (hit, known), "train/wrong_label_recovery": (hit, wrong),
                  "train/gate_right_label": (w, right), "train/gate_wrong_label": (w, wrong)}  # fmt: skip
         for name, (v, m) in epoch.items():
-            if bool(m.any()):
-                self.log(
-                    name, v[m].mean(), on_step=False, on_epoch=True, batch_size=int(m.sum()), sync_dist=True
-                )
+            self.log_masked_mean(name, v, m)

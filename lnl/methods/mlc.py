@@ -38,6 +38,7 @@ class MLC(MetaStepMixin, LNLModule):
     """
 
     needs_clean: ClassVar[bool] = True
+    epoch_means: ClassVar[tuple[str, ...]] = ("train/label_recovery",)
     bench_variants: ClassVar[dict[str, dict]] = {
         "jvp": {"hypergrad": "jvp"},
         "unrolled": {"hypergrad": "unrolled"},
@@ -94,10 +95,7 @@ class MLC(MetaStepMixin, LNLModule):
             meta_grads, meta_loss = out["meta_grads"], self.all_reduce_mean(out["meta_loss"])
         self._apply_grads(m_opt, m_params, meta_grads, "meta-net meta-gradient")
         logs = {"train/loss_student": out["loss"], "train/meta_loss": meta_loss}
-        y_true = nb.get("y_true")
         if has_true_labels(nb):
-            known = y_true >= 0
-            hit = (q.detach().argmax(1) == y_true).float()
-            self.log("train/label_recovery", hit[known].mean(), on_step=False, on_epoch=True,
-                     batch_size=int(known.sum()), sync_dist=True)  # fmt: skip
+            y_true = nb["y_true"]
+            self.log_masked_mean("train/label_recovery", q.detach().argmax(1) == y_true, y_true >= 0)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=y.shape[0])

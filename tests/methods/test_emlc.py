@@ -55,6 +55,23 @@ def test_recomputed_kstep_targets_give_the_kept_graphs_trajectory(extra) -> None
     assert int(counts["teacher.backbone.trunk.1.num_batches_tracked"]) == 5 + 2  # 5 noisy forwards + 2 clean
 
 
+def test_label_recovery_and_gate_diagnostics_are_epoch_means() -> None:
+    """A gate pinned open (w ≈ 1, q = onehot ỹ): recovery = share of right labels, wrong labels never recovered."""
+
+    def pinned():
+        model = emlc(k=1, teacher_optimizer=sgd(0.0, 0.0, 0.0))()
+        torch.nn.init.constant_(model.teacher.gate[-1].bias, 50.0)
+        return model
+
+    model = fit(pinned, data=SynthData(3))
+    batches = [make_batch(i, 8, 8)["noisy"] for i in range(3)]
+    right = torch.cat([b["y"] == b["y_true"] for b in batches]).float().mean()
+    logged = model.trainer.callback_metrics
+    torch.testing.assert_close(logged["train/label_recovery"], right)
+    assert logged["train/wrong_label_recovery"] == 0.0
+    assert logged["train/gate_right_label"] > 0.999 and logged["train/gate_wrong_label"] > 0.999
+
+
 def test_one_step_changes_student_and_teacher_once_each() -> None:
     adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731  (Adam counts its steps)
     model = fit(emlc(k=1, optimizer=adam, teacher_optimizer=adam), data=SynthData(1))
