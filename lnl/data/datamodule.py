@@ -284,9 +284,8 @@ class NoisyLabelDataModule(LightningDataModule):
         hp, req, t = self.hparams, self.requirements, self._transforms()
         rank, world = self._dist()
         views: dict[str, Any] = {}
-        for (
-            view
-        ) in req.train_views:  # a repeated view gets a numbered key: ("strong", "strong") -> strong, strong2
+        # a repeated view gets a numbered key: ("strong", "strong") -> strong, strong2
+        for view in req.train_views:
             n = sum(1 for v in req.train_views[: len(views)] if v == view)
             views[view if n == 0 else f"{view}{n + 1}"] = getattr(t, view)
         train_ids = {"noisy": self.noisy_index, "clean": self.clean_index,

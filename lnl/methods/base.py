@@ -183,8 +183,12 @@ class LNLModule(LightningModule):
         """Instantiate an injected LR scheduler, or return None."""
         return None if factory is None else factory(optimizer)
 
+    def student_parameters(self) -> list[nn.Parameter]:
+        """What the student optimizer updates (a method with a student-side head, e.g. a projector, adds it)."""
+        return list(self.student.parameters())
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.make_optimizer(self.optimizer_factory, self.student.parameters())
+        optimizer = self.make_optimizer(self.optimizer_factory, self.student_parameters())
         scheduler = self.make_scheduler(self.scheduler_factory, optimizer)
         if scheduler is None:
             return optimizer

@@ -2,7 +2,8 @@
 
 The EMLC paper initializes both of its networks from SimCLR (Chen et al. 2020) weights (EMLC §4.1); the official
 code expects them from an external repository. This method produces them on any of our data sources with the same
-data module, so a run like `lnl fit --config configs/emlc_digits_unif40_k5_ssl.yaml` needs nothing downloaded.
+data module: `lnl fit --config configs/simclr_digits.yaml`, then any method with `init_checkpoint` set to its
+`last.ckpt` (nothing downloaded).
 """
 
 from __future__ import annotations
@@ -44,13 +45,8 @@ class SimCLR(LNLModule):
         d = int(self.student.num_features)
         self.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, proj_dim))
 
-    def configure_optimizers(self) -> Any:
-        params = list(self.student.parameters()) + list(self.projector.parameters())
-        optimizer = self.make_optimizer(self.optimizer_factory, params)
-        scheduler = self.make_scheduler(self.scheduler_factory, optimizer)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+    def student_parameters(self) -> list[nn.Parameter]:
+        return [*self.student.parameters(), *self.projector.parameters()]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         noisy = batch["noisy"]
