@@ -187,6 +187,15 @@ class LNLModule(LightningModule):
         """What the student optimizer updates (a method with a student-side head, e.g. a projector, adds it)."""
         return list(self.student.parameters())
 
+    def two_optimizers(
+        self, params: Any, optimizer: OptimizerCallable, scheduler: LRSchedulerCallable | None
+    ) -> tuple[list, list]:
+        """The student's optimizer and a second one (teacher / meta-net) for `params`, with epoch schedulers."""
+        opts = [self.make_optimizer(self.optimizer_factory, self.student_parameters()),
+                self.make_optimizer(optimizer, params)]  # fmt: skip
+        scheds = [self.make_scheduler(f, o) for f, o in zip((self.scheduler_factory, scheduler), opts)]
+        return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds if s is not None]
+
     def configure_optimizers(self) -> Any:
         optimizer = self.make_optimizer(self.optimizer_factory, self.student_parameters())
         scheduler = self.make_scheduler(self.scheduler_factory, optimizer)

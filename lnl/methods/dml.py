@@ -104,16 +104,12 @@ class DML(LNLModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         size = getattr(getattr(self._trainer, "datamodule", None), "train_size", 0) if self._trainer else 0
-        self.selector._ensure_size(int(size or 0))  # preallocate the bank (it also grows on demand)
+        self.selector.preallocate(int(size or 0))  # without a data module (bench) the bank grows on demand
 
     def configure_optimizers(self) -> Any:
-        opts = [self.make_optimizer(self.optimizer_factory, self.student.parameters()),
-                self.make_optimizer(self.teacher_optimizer_factory, self.teacher.parameters())]  # fmt: skip
-        scheds = [
-            self.make_scheduler(f, o)
-            for f, o in zip((self.scheduler_factory, self.teacher_scheduler_factory), opts)
-        ]
-        return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds if s is not None]
+        return self.two_optimizers(
+            self.teacher.parameters(), self.teacher_optimizer_factory, self.teacher_scheduler_factory
+        )
 
     # ---------------------------------------------------------------- the step
     def _ce_w(self, x: Tensor, y: Tensor) -> Tensor:

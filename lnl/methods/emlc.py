@@ -91,11 +91,9 @@ class EMLC(MetaStepMixin, LNLModule):
         return {"student": self.student, "teacher": self.teacher.backbone}
 
     def configure_optimizers(self) -> Any:
-        opts = [self.make_optimizer(self.optimizer_factory, self.student.parameters()),
-                self.make_optimizer(self.teacher_optimizer_factory, self.teacher.parameters())]  # fmt: skip
-        facts = (self.scheduler_factory, self.teacher_scheduler_factory)
-        scheds = [self.make_scheduler(f, o) for f, o in zip(facts, opts)]
-        return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds if s is not None]
+        return self.two_optimizers(
+            self.teacher.parameters(), self.teacher_optimizer_factory, self.teacher_scheduler_factory
+        )
 
     def on_train_epoch_start(self) -> None:
         self._pending = []

@@ -65,11 +65,9 @@ class MLC(MetaStepMixin, LNLModule):
         self.meta_optimizer_factory, self.meta_scheduler_factory = meta_optimizer, meta_scheduler
 
     def configure_optimizers(self) -> Any:
-        opts = [self.make_optimizer(self.optimizer_factory, self.student.parameters()),
-                self.make_optimizer(self.meta_optimizer_factory, self.meta_net.parameters())]  # fmt: skip
-        facts = (self.scheduler_factory, self.meta_scheduler_factory)
-        scheds = [self.make_scheduler(f, o) for f, o in zip(facts, opts)]
-        return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds if s is not None]
+        return self.two_optimizers(
+            self.meta_net.parameters(), self.meta_optimizer_factory, self.meta_scheduler_factory
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]

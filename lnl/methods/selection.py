@@ -117,6 +117,7 @@ class SmallLossSelector(nn.Module):
         self.bank_momentum, self.h_momentum = bank_momentum, h_momentum
         self.refresh_every, self.warmup_epochs = refresh_every, warmup_epochs
         self.noise_rate, self.schedule_epochs = noise_rate, schedule_epochs
+        self.fixed_size = False
         self.register_buffer("bank", torch.zeros(num_samples))
         self.register_buffer("bank_labels", torch.full((num_samples,), -1, dtype=torch.long))
         self.register_buffer("ratio", torch.full((num_classes,), float(eps0)))
@@ -127,6 +128,11 @@ class SmallLossSelector(nn.Module):
         self.register_buffer("last_refresh_epoch", torch.full((), -1, dtype=torch.long))
 
     # ----------------------------------------------------------------------------------------------- bank
+    def preallocate(self, n: int) -> None:
+        """Size the bank for sample indices < n once (the data set's size); it then no longer grows on demand."""
+        self._ensure_size(n)
+        self.fixed_size = n > 0
+
     def _ensure_size(self, n: int) -> None:
         if n > self.bank.numel():
             extra = n - self.bank.numel()
@@ -145,15 +151,16 @@ class SmallLossSelector(nn.Module):
         """EMA-update the bank with this step's (index, noisy label, score), all-gathered across ranks."""
         rows = all_gather_rows(torch.stack([index.double(), labels.double(), scores.detach().double()], 1))
         idx, lab, sc = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2].to(self.bank.dtype)
-        # duplicates (DistributedSampler padding): keep the first occurrence, deterministically on every rank
-        order = torch.arange(idx.numel(), device=idx.device)
-        first = torch.full((int(idx.max().item()) + 1 if idx.numel() else 0,), idx.numel(), device=idx.device)
-        first = first.scatter_reduce(0, idx, order, reduce="amin")
-        keep = first[idx] == order
-        idx, lab, sc = idx[keep], lab[keep], sc[keep]
         if idx.numel() == 0:
             return
-        self._ensure_size(int(idx.max().item()) + 1)
+        if not self.fixed_size:  # a preallocated bank needs no host sync to check its size
+            self._ensure_size(int(idx.max().item()) + 1)
+        # duplicates (DistributedSampler padding): every copy takes its first occurrence's values, so the
+        # (unordered) duplicate writes below all write the same thing, deterministically on every rank
+        order = torch.arange(idx.numel(), device=idx.device)
+        first = torch.full_like(self.bank_labels, idx.numel()).scatter_reduce(0, idx, order, reduce="amin")
+        src = first[idx]
+        lab, sc = lab[src], sc[src]
         seen = self.bank_labels[idx] >= 0
         m = self.bank_momentum
         self.bank[idx] = torch.where(seen, m * self.bank[idx] + (1 - m) * sc, sc)

@@ -162,3 +162,15 @@ def test_selection_precision_beats_clean_rate_on_learnable_problem_with_40pct_sy
     mean_precision, mean_clean = sum(precision) / len(precision), sum(clean_rate) / len(clean_rate)
     assert mean_clean == pytest.approx(0.6, abs=0.05)
     assert mean_precision > 0.9 > mean_clean
+
+
+@pytest.mark.parametrize("preallocated", [True, False])
+def test_duplicate_indices_take_their_first_occurrence(preallocated: bool) -> None:
+    """DistributedSampler pads with repeated samples: each repeat writes its first occurrence's score and label."""
+    sel = SmallLossSelector(3, bank_momentum=0.5)
+    if preallocated:
+        sel.preallocate(4)
+    sel.update_bank(torch.tensor([2, 2, 0]), torch.tensor([1, 2, 0]), torch.tensor([1.0, 5.0, 3.0]))
+    assert sel.bank[[0, 2]].tolist() == [3.0, 1.0] and sel.bank_labels[[0, 1, 2]].tolist() == [0, -1, 1]
+    sel.update_bank(torch.tensor([2, 2]), torch.tensor([1, 1]), torch.tensor([3.0, 9.0]))
+    assert sel.bank[2].item() == 0.5 * 1.0 + 0.5 * 3.0  # EMA with the first copy only
