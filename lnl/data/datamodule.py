@@ -285,8 +285,8 @@ class NoisyLabelDataModule(LightningDataModule):
         rank, world = self._dist()
         views: dict[str, Any] = {}
         # a repeated view gets a numbered key: ("strong", "strong") -> strong, strong2
-        for view in req.train_views:
-            n = sum(1 for v in req.train_views[: len(views)] if v == view)
+        for i, view in enumerate(req.train_views):
+            n = req.train_views[:i].count(view)
             views[view if n == 0 else f"{view}{n + 1}"] = getattr(t, view)
         train_ids = {"noisy": self.noisy_index, "clean": self.clean_index,
                      "both": np.concatenate([self.noisy_index, self.clean_index])}[hp.train_on]  # fmt: skip

@@ -18,7 +18,7 @@ from lnl.errors import ConfigError
 from lnl.hypergrad import frozen_buffers, soft_target_surrogate
 from lnl.hypergrad.functional import wide
 from lnl.methods.base import LNLModule, has_true_labels
-from lnl.methods.meta_step import MetaStepMixin, check_choice
+from lnl.methods.meta_step import MetaStepMixin, add_grads, check_choice
 from lnl.models.teachers import LabelCorrector
 
 
@@ -158,7 +158,7 @@ class EMLC(MetaStepMixin, LNLModule):
             else:
                 meta_grads, meta_loss = out["meta_grads"], self.all_reduce_mean(out["meta_loss"])
             self._pending = []
-            grads = [s if m is None else (m if s is None else s + m) for s, m in zip(sup, meta_grads)]
+            grads = add_grads(sup, meta_grads)
             self._apply_grads(t_opt, t_params, grads, "teacher meta-gradient")
             logs["train/meta_loss"] = meta_loss
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=y.shape[0])
@@ -182,7 +182,7 @@ class EMLC(MetaStepMixin, LNLModule):
                     g = torch.autograd.grad(
                         soft_target_surrogate(u, q, p["denom"]), t_params, allow_unused=True
                     )
-            grads = [b if a is None else (a if b is None else a + b) for a, b in zip(grads, g)]
+            grads = add_grads(grads, list(g))
         return grads, meta_loss
 
     def _log_targets(self, q: Tensor, a: Tensor, nb: dict[str, Any]) -> None:

@@ -30,6 +30,11 @@ def check_choice(name: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"model.{name} = {value!r}: allowed values are {', '.join(map(str, allowed))}")
 
 
+def add_grads(a: list[Tensor | None], b: list[Tensor | None]) -> list[Tensor | None]:
+    """Elementwise sum of two gradient lists from `autograd.grad(..., allow_unused=True)` (None = zero)."""
+    return [y if x is None else (x if y is None else x + y) for x, y in zip(a, b)]
+
+
 class MetaStepMixin:
     """Shared steps of soft-target meta-learners (EMLC, MLC) on an `LNLModule` with `self.student`."""
 
