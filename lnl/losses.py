@@ -29,11 +29,19 @@ def smoothed_cross_entropy(
     return F.cross_entropy(logits, labels, reduction=reduction, label_smoothing=smoothing)
 
 
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """Distillation term ξ²·KL(softmax(t/ξ) ‖ softmax(s/ξ)), batch mean (Hinton et al. 2015; DML Eq. 5)."""
+def kd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float, reverse: bool = False
+) -> Tensor:
+    """Distillation term ξ²·KL(p_T ‖ p_S), p = softmax(z/ξ), batch mean (Hinton et al. 2015).
+
+    `reverse=True` gives ξ²·KL(p_S ‖ p_T), the direction written in the DML paper's Eq. 2 (L_KD = KL(p^ξ, q^ξ)
+    with p the student's); gradients flow into the student logits either way.
+    """
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    p, log_p, log_q = (log_p_student.exp(), log_p_student, log_p_teacher) if reverse else (
+        log_p_teacher.exp(), log_p_teacher, log_p_student)  # fmt: skip
+    kl = (p * (log_p - log_q)).sum(dim=-1)
     return temperature**2 * kl.mean()
 
 

@@ -65,7 +65,8 @@ class NoisyLabelDataModule(LightningDataModule):
     Args:
         dataset: source name (`cifar10`, `cifar100`, `clothing1m`, `digits`, `folder_csv`).
         root / download / source_kwargs: where the source lives (downloads only when `download: true`).
-        noise: the noise protocol applied to the noisy set (and to val when `val_labels: noisy`).
+        noise: the noise protocol applied to the noisy set (and, by the same noise process, to val when
+            `val_labels: noisy`).
         clean_per_class / val_per_class: sizes of the stratified clean and validation sets.
         val_labels: `clean` for methods allowed clean data, `noisy` for the honest no-clean-data protocol (DML).
         longtail_ratio: imbalance ratio ρ of the long-tailed subsample (None: balanced).
@@ -145,16 +146,21 @@ class NoisyLabelDataModule(LightningDataModule):
             subset=subset,
         )
         given = labels.copy()
-        given[split.noisy] = self._corrupt(split.noisy, hp.noise_seed)
-        if hp.val_labels == "noisy":  # the same protocol on val, with its own stream of the noise seed
-            given[split.val] = self._corrupt(split.val, hp.noise_seed + 1)
+        # Noisy val labels come from the SAME noise process as the training labels (one call: same transition
+        # matrix / random-flip map / IDN projection and flip-rate law); only the per-sample draws are val's own.
+        # The noisy set's labels are those of corrupting it alone, so they do not depend on `val_labels`.
+        parts = [split.noisy] + ([split.val] if hp.val_labels == "noisy" else [])
+        for ids, noisy in zip(parts, self._corrupt(parts, hp.noise_seed)):
+            given[ids] = noisy
         self.noisy_index, self.clean_index, self.val_index = split.noisy, split.clean, split.val
         self.given_labels, self.true_labels = given, self.train_set.true_labels
         self.val_set = self.train_set
         self._finish()
 
-    def _corrupt(self, ids: np.ndarray, seed: int) -> np.ndarray:
+    def _corrupt(self, parts: list[np.ndarray], seed: int) -> list[np.ndarray]:
+        """Noisy labels for each index array of `parts` (training part first), drawn by one noise process."""
         spec, source, labels = self.noise, self.source, self.train_set.labels
+        ids = np.concatenate(parts)
         if spec.kind == "asymmetric" and source.asymmetric_map() is None:
             raise ConfigError(
                 f"noise.kind = 'asymmetric' for dataset {self.hparams.dataset!r}: no semantic class map is defined "
@@ -168,11 +174,12 @@ class NoisyLabelDataModule(LightningDataModule):
                 expected_len=len(labels), clean_labels=labels,
             )  # fmt: skip
             file_labels = full[ids]
-        return apply_noise(
+        noisy = apply_noise(
             spec, labels[ids], source.num_classes, seed=seed,
             class_map=source.asymmetric_map() if spec.kind == "asymmetric" else None,
-            features=features, file_labels=file_labels,
+            features=features, file_labels=file_labels, parts=[len(p) for p in parts],
         )  # fmt: skip
+        return np.split(noisy, np.cumsum([len(p) for p in parts])[:-1])
 
     def _build_predefined(self, parts: dict[str, ImageSet]) -> None:
         if self.noise.kind != "none":

@@ -25,7 +25,13 @@ _KEY_ALIASES = {"aggre": "aggre_label", "worst": "worse_label", "rand1": "random
 
 @dataclass
 class NoiseSpec:
-    """Config group ``data.noise`` (DESIGN 3.3): kind, rate τ, count mode, IDN features/std and label file."""
+    """Config group ``data.noise`` (DESIGN 3.3): kind, rate τ, count mode, IDN features/std and label file.
+
+    ``features`` selects the IDN features of ``kind: instance``: ``raw`` (default, as in Xia et al.'s official
+    code: the flattened image, here scaled to [0, 1]) or ``normalized`` (each feature standardized to zero mean /
+    unit std over the training samples being corrupted, see :func:`corrupt_labels`). Other kinds have no
+    features: there the option is accepted and has no effect (like ``idn_std``).
+    """
 
     kind: str = "none"
     rate: float = 0.0
@@ -56,6 +62,8 @@ class NoiseSpec:
         if self.kind == "file":
             return f"file-{self.file_key or Path(self.file or 'labels').stem}"
         tag = f"{_TAGS.get(self.kind, self.kind)}{self.rate * 100:g}"
+        if self.kind == "instance" and self.features == "normalized":
+            tag += "_norm"
         return tag + ("_exact" if self.count == "exact" else "")
 
 
@@ -163,71 +171,135 @@ def _truncnorm_sample(rng: np.random.Generator, mu: float, std: float, n: int) -
     return out[:n]
 
 
-def _idn_probabilities(labels, features, rate: float, num_classes: int, seed: int, idn_std: float = 0.1):
-    """Xia et al. 2020 IDN: per-sample label distributions P [n, C], flip rates q [n]; P[i, y_i] = 1 - q_i."""
+def _part_sizes(parts, n: int) -> list[int]:
+    """Sizes of the consecutive parts of ``n`` samples (None: one part); ConfigError unless they sum to n."""
+    if parts is None:
+        return [n]
+    sizes = [int(k) for k in parts]
+    if not sizes or min(sizes) < 0 or sum(sizes) != n:
+        raise ConfigError(f"parts = {list(parts)}: expected non-negative part sizes summing to {n} labels")
+    return sizes
+
+
+def _feature_standardizer(x: np.ndarray, n_ref: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (ddof 0, float64) of the first ``n_ref`` rows (all rows if n_ref = 0).
+
+    Computed in row chunks (no float64 copy of the whole matrix); a constant feature gets std 1.
+    """
+    ref = x[: n_ref or len(x)]
+    if len(ref) == 0:
+        return np.zeros(x.shape[1]), np.ones(x.shape[1])
+    mean = np.mean(ref, axis=0, dtype=np.float64)
+    sq = np.zeros(x.shape[1])
+    for i in range(0, len(ref), chunk):
+        sq += np.square(ref[i : i + chunk].astype(np.float64) - mean).sum(axis=0)
+    std = np.sqrt(sq / len(ref))
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _idn_probabilities(
+    labels, features, rate: float, num_classes: int, seed: int, idn_std: float = 0.1, *, parts=None,
+    normalize_features: bool = False,
+):  # fmt: skip
+    """Xia et al. 2020 IDN: per-sample label distributions P [n, C], flip rates q [n]; P[i, y_i] = 1 - q_i.
+
+    ``parts`` (sizes of consecutive parts, default one part) share one noise process: the projection W (one
+    N(0, 1) matrix [d, C] per true class, drawn from ``seed`` after part 0's flip rates), the flip-rate
+    distribution Normal(τ, idn_std) truncated to [0, 1] and, with ``normalize_features``, the per-feature
+    mean / std of part 0. Part 0's flip rates and P are exactly those of a one-part call on part 0 alone;
+    part k ≥ 1 draws its own flip rates q_i from the stream ``seed + k``.
+    """
     y = _check_labels(labels, num_classes)
     if features is None or len(features) != y.size:
         got = "None" if features is None else len(features)
         raise ConfigError(f"features: noise.kind = 'instance' needs one row per label ({y.size}), got {got}")
-    x = np.asarray(features).reshape(y.size, -1)  # converted to float64 one class at a time
-    rng = np.random.default_rng(seed)
-    q = _truncnorm_sample(rng, rate, idn_std, y.size)
+    sizes = _part_sizes(parts, y.size)
+    x = np.asarray(features).reshape(y.size, -1)  # converted to float64 one class (and part) at a time
+    mean, std = _feature_standardizer(x, sizes[0]) if normalize_features else (None, None)
+    bounds = np.cumsum([0] + sizes)
+    rng = np.random.default_rng(seed)  # part 0's flip rates, then W
+    q = np.concatenate([
+        _truncnorm_sample(rng if k == 0 else np.random.default_rng(seed + k), rate, idn_std, n)
+        for k, n in enumerate(sizes)
+    ])  # fmt: skip
     P = np.empty((y.size, num_classes))
     for c in range(num_classes):  # W[c] ~ N(0, 1) of shape (d, C), one per true class
         w = rng.standard_normal((x.shape[1], num_classes))
-        idx = np.flatnonzero(y == c)
-        s = x[idx].astype(np.float64) @ w
-        s[:, c] = -np.inf
-        s = np.exp(s - s.max(axis=1, keepdims=True))
-        P[idx] = q[idx, None] * s / s.sum(axis=1, keepdims=True)
-        P[idx, c] = 1.0 - q[idx]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):  # one product per part: part 0 as in a one-part call
+            idx = lo + np.flatnonzero(y[lo:hi] == c)
+            xc = x[idx].astype(np.float64)
+            s = ((xc - mean) / std if normalize_features else xc) @ w
+            s[:, c] = -np.inf
+            s = np.exp(s - s.max(axis=1, keepdims=True))
+            P[idx] = q[idx, None] * s / s.sum(axis=1, keepdims=True)
+            P[idx, c] = 1.0 - q[idx]
     return P, q
 
 
 def corrupt_labels(
     labels, kind: str, rate: float, num_classes: int, *, seed: int, count: str = "sampled",
-    class_map=None, features=None, idn_std: float = 0.1,
+    class_map=None, features=None, idn_std: float = 0.1, normalize_features: bool = False, parts=None,
 ) -> np.ndarray:  # fmt: skip
     """Return a noisy copy of ``labels`` (DESIGN 3.3); selection is always by the true label.
 
     ``sampled`` draws each label from Q[y]; ``exact`` makes exactly round(w_c·n_c) labels of class c wrong
     (w_c = τ, or τ(C-1)/C for ``uniform``, 0 for classes a map keeps), wrong labels drawn from Q[c] off the
-    diagonal. ``instance`` is the Xia et al. 2020 IDN generator on ``features`` ([n, ...], flattened per row).
+    diagonal. ``instance`` is the Xia et al. 2020 IDN generator on ``features`` ([n, ...], flattened per row);
+    ``normalize_features`` standardizes each feature to zero mean / unit std over the (first part's) samples
+    before the projection (``noise.features: normalized``; ignored by the other kinds).
+
+    ``parts``: sizes of consecutive parts of ``labels`` (e.g. training then validation samples), default one
+    part. All parts are corrupted by the SAME noise process, i.e. the parameters drawn from ``seed`` and part 0
+    are shared: the transition matrix (the ``random_flip`` class map), and for ``instance`` the projection W,
+    the flip-rate distribution and the feature standardization. Only the per-sample draws differ: part 0 gets
+    exactly the labels of a one-part call on part 0 alone, part k ≥ 1 the per-sample streams of ``seed + k``
+    (so where the process does not depend on the seed, e.g. ``symmetric``, part k's labels are those of a
+    one-part call with ``seed + k``, as validation labels were drawn before they shared the process).
+    ``exact`` counts hold within each part.
     """
     _check_kind_rate(kind, rate, num_classes, count)
     y = _check_labels(labels, num_classes)
+    sizes = _part_sizes(parts, y.size)
+    bounds = np.cumsum([0] + sizes)
     if kind == "file":
         raise ConfigError("noise.kind = 'file': labels come from a file; use apply_noise / read_label_file")
     if kind == "instance":
         if rate == 0:
             return y
-        P, _ = _idn_probabilities(y, features, rate, num_classes, seed, idn_std)
-        u = np.random.default_rng([seed, 2]).random(y.size)  # inverse-CDF draw from each row of P
-        return np.minimum((np.cumsum(P, axis=1) < u[:, None]).sum(axis=1), num_classes - 1)
+        P, _ = _idn_probabilities(y, features, rate, num_classes, seed, idn_std, parts=sizes,
+                                  normalize_features=normalize_features)  # fmt: skip
+        u = np.concatenate([np.random.default_rng([seed + k, 2]).random(n) for k, n in enumerate(sizes)])
+        return np.minimum((np.cumsum(P, axis=1) < u[:, None]).sum(axis=1), num_classes - 1)  # inverse CDF
     Q = transition_matrix(kind, rate, num_classes, seed=seed, class_map=class_map)
-    rng, noisy = np.random.default_rng(seed), y.copy()
+    noisy = y.copy()
     w = rate * (num_classes - 1) / num_classes if kind == "uniform" else rate  # from τ: round(τ·n_c) exact
     wrong = np.where(np.diag(Q) < 1.0, w, 0.0)
-    for c in range(num_classes):
-        idx = np.flatnonzero(y == c)
-        if count == "sampled":
-            noisy[idx] = rng.choice(num_classes, size=idx.size, p=Q[c])
-            continue
-        k = int(round(wrong[c] * idx.size))
-        if k:
-            off = np.where(np.arange(num_classes) == c, 0.0, Q[c])
-            noisy[np.sort(rng.permutation(idx)[:k])] = rng.choice(num_classes, size=k, p=off / off.sum())
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        rng = np.random.default_rng(seed + k)
+        for c in range(num_classes):
+            idx = lo + np.flatnonzero(y[lo:hi] == c)
+            if count == "sampled":
+                noisy[idx] = rng.choice(num_classes, size=idx.size, p=Q[c])
+                continue
+            n_wrong = int(round(wrong[c] * idx.size))
+            if n_wrong:
+                off = np.where(np.arange(num_classes) == c, 0.0, Q[c])
+                noisy[np.sort(rng.permutation(idx)[:n_wrong])] = rng.choice(
+                    num_classes, size=n_wrong, p=off / off.sum()
+                )
     return noisy
 
 
 def apply_noise(
-    spec: NoiseSpec, labels, num_classes: int, *, seed: int, class_map=None, features=None, file_labels=None
-) -> np.ndarray:
+    spec: NoiseSpec, labels, num_classes: int, *, seed: int, class_map=None, features=None, file_labels=None,
+    parts=None,
+) -> np.ndarray:  # fmt: skip
     """Apply a :class:`NoiseSpec` (DESIGN 3.3) after validating it; used by the data module.
 
-    ``file_labels``: labels read from ``spec.file``, aligned with ``labels``. Without them, kind ``file``
-    reads ``spec.file`` itself and expects ``labels`` to be the source's whole training part (checked
-    against ``clean_label`` when the file has one).
+    ``parts``: sizes of consecutive parts of ``labels`` corrupted by one noise process (training samples
+    first, then validation samples; see :func:`corrupt_labels`). ``file_labels``: labels read from
+    ``spec.file``, aligned with ``labels``. Without them, kind ``file`` reads ``spec.file`` itself and expects
+    ``labels`` to be the source's whole training part (checked against ``clean_label`` when the file has one).
     """
     spec.validate(num_classes)
     if spec.kind == "file":
@@ -240,7 +312,8 @@ def apply_noise(
             raise ConfigError(f"noise.file = {spec.file}: {out.size} labels, expected {len(labels)}")
         return out
     return corrupt_labels(labels, spec.kind, spec.rate, num_classes, seed=seed, count=spec.count,
-                          class_map=class_map, features=features, idn_std=spec.idn_std)  # fmt: skip
+                          class_map=class_map, features=features, idn_std=spec.idn_std,
+                          normalize_features=spec.features == "normalized", parts=parts)  # fmt: skip
 
 
 def realized_rate(true, noisy) -> float:

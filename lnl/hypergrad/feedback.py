@@ -1,13 +1,17 @@
-"""The DML / Meta Pseudo Labels scalar feedback h (DESIGN 4.4 step 4; DML paper Eq. 7 and Appendix A, Eq. 19).
+"""The DML / Meta Pseudo Labels feedback h (DML paper Eq. 4, 6-7 and Appendix A, Eq. 19; Pham et al. 2021, MPL).
 
 The teacher's meta-gradient in DML (and MPL) is h·∇_T CE(ŷ, T(x)), where the student's feedback h measures how
-much its one real step on the teacher's pseudo labels ŷ lowered its loss L_𝒮 on trusted samples 𝒮:
+much one SGD step on the teacher's pseudo labels ŷ lowers its loss L_𝒮 on trusted samples 𝒮. Eq. 4's step is a
+plain SGD step on the pseudo-label term alone, θ' = θ − η·g_pl with g_pl = ∇_θ CE(ŷ, S(x; θ)); DML evaluates it as
+a momentum-free *look-ahead* (`lookahead_feedback`), whatever optimizer takes the real step, so that h measures the
+pseudo labels and not a momentum buffer, weight decay or the distillation term:
 
-- first order: h = L_𝒮(θ) − L_𝒮(θ'), from two forwards (before and after the step) on the same samples;
-- exact:       h = η·⟨∇L_𝒮(θ'), ∇L_pseudo(θ)⟩ (Eq. 7 scaled by the student's learning rate η).
+- first order: h = L_𝒮(θ) − L_𝒮(θ'), the mean over 𝒮 of the per-sample terms s_i = ℓ_i(θ) − ℓ_i(θ');
+- exact:       h = η·⟨∇L_𝒮(θ'), g_pl⟩ (Eq. 7 scaled by the student's learning rate η).
 
-For a plain SGD step θ' = θ − η∇L_pseudo(θ) the two agree to first order in η:
-L(θ) − L(θ') = η⟨∇L(θ'), g⟩ + η²/2·gᵀH g + O(η³), so their relative difference shrinks linearly with η.
+The two agree to first order in η: L(θ) − L(θ') = η⟨∇L(θ'), g⟩ + η²/2·gᵀH g + O(η³), so their relative
+difference shrinks linearly with η. Both are computed in float32 or wider with autocast off: under bf16 a difference
+of two losses is rounding noise at small η.
 
 Sign convention: `paper` (h > 0 when the step helped, the teacher's pseudo-label term is then *minimised* with
 weight h); `mpl_code` is the opposite sign used by the MPL reference code (its `dot_product = new − old`).
@@ -20,12 +24,14 @@ teacher-student method.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from lnl.errors import ConfigError
+from lnl.hypergrad.functional import ParamDict, functional_forward, named_params, wide
 
 FeedbackSign = Literal["paper", "mpl_code"]
 FEEDBACK_SIGNS: tuple[str, ...] = ("paper", "mpl_code")
@@ -146,3 +152,45 @@ def exact_feedback(
     the pseudo-label term at θ that drove the step. Under DDP both must already be global (averaged) gradients.
     """
     return check_sign(sign) * lr * flat_dot(grads_after, grads_pseudo)
+
+
+class LookAhead(NamedTuple):
+    """What `lookahead_feedback` measured: per-sample losses at θ and at θ', and θ' itself."""
+
+    before: Tensor
+    after: Tensor
+    params_after: ParamDict
+
+
+def lookahead_feedback(
+    module: nn.Module,
+    x: Tensor,
+    labels: Tensor,
+    direction: dict[str, Tensor],
+    lr: float,
+    *,
+    graph_after: bool = False,
+) -> LookAhead:
+    """Per-sample losses before and after a momentum-free look-ahead step θ' = θ − η·g (DML Eq. 4 and 7).
+
+    `direction` maps parameter names to g (the pseudo-label gradient g_pl, global under DDP). Both forwards are
+    functional (cloned buffers, the module's BN mode) and run with autocast off in float32 or wider, so
+    s_i = before_i − after_i is the per-sample feedback of Eq. 7 to first order in η. With `graph_after` the
+    after-losses keep their graph to the leaves θ' (for the exact h).
+    """
+    params = named_params(module)
+    x = wide(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        with torch.no_grad():
+            before = F.cross_entropy(
+                wide(functional_forward(module, params, None, x)), labels, reduction="none"
+            )
+            virtual = {n: p.detach() - lr * direction[n].to(p.dtype) if n in direction else p.detach()
+                       for n, p in params.items()}  # fmt: skip
+        for p in virtual.values():
+            p.requires_grad_(graph_after)
+        with torch.set_grad_enabled(graph_after):
+            after = F.cross_entropy(
+                wide(functional_forward(module, virtual, None, x)), labels, reduction="none"
+            )
+    return LookAhead(before, after, virtual)

@@ -1,24 +1,41 @@
-"""DML's small-loss selection of trusted samples 𝒮 with a loss memory bank and h-driven ratios R(c) (DESIGN 4.5).
+"""DML's small-loss selection of trusted samples 𝒮 with a memory bank and per-class ratios R(c).
 
-The paper's Eq. 8 is garbled; this is the documented rule (`rule: per_class`, default):
+DML paper ("Efficiently meta-learning for robust deep networks without prior unbiased set"), Eq. 8
+and Algorithm 1 line 5: 𝒮 holds the R(c) share of each class's smallest-loss samples, and the paper drives R(c) by
+the student's feedback instead of a known noise rate. Eq. 8 as printed is garbled; every rule below reads it as
+"rank by loss within a group, keep the R(c) quantile", and differs in how R(c) is obtained.
 
-- score of sample i: the student's per-sample CE w.r.t. its noisy label; the bank keeps its EMA (momentum 0.9),
-  updated whenever the sample is seen (the first observation initialises it);
-- thresholds: per noisy class c, τ_c = quantile at R(c) (linear interpolation) of the bank scores of class c over
-  the samples seen so far; refreshed every `refresh_every` steps (None: at the first step of every epoch) and at
-  every step of epoch 0, while the bank fills for the first time;
-- selection: i ∈ 𝒮 ⇔ bank[i] ≤ τ_{ỹ_i} (may be empty);
-- update: per-class first-order feedback h(c) → EMA (β = 0.99, zero-initialised, only for classes present in 𝒮 this
-  step) → R(c) ← clip(R(c) + δ·sign(EMA h(c)), r_min, r_max) for those classes. During `warmup_epochs` the EMA
-  accumulates but R stays at ε0.
+- Score of sample i: a per-sample CE w.r.t. its noisy label; the bank keeps its EMA (`bank_momentum`), updated
+  whenever the sample is seen (the first observation initialises it).
+- Groups: the noisy label ỹ_i (`group_by: noisy_label`) or the teacher's predicted class argmax T(x_i)
+  (`group_by: teacher_pred`, the Iverson bracket [argmax F(x|θ_T) = c] of Eq. 8); the bank stores each
+  sample's latest group.
+- Thresholds: per group c, τ_c = quantile at R(c) (linear interpolation) of the bank scores of group c over the
+  samples seen so far; refreshed every `refresh_every` steps (None: at the first step of every epoch) and at every
+  step of epoch 0 while the bank fills. Selection: i ∈ 𝒮 ⇔ bank[i] ≤ τ_{group(i)} (may be empty).
 
-Alternatives: `global` (one R shared by all classes, driven by the global h, so it also works with exact feedback;
-thresholds stay per-class quantiles at that R), `per_batch` (no bank: the ceil(R(c)·n_c) smallest current scores of
-each class in the batch, n_c counted in the local batch), `schedule` (Co-teaching's fixed schedule
-R(t) = 1 − τ·min(epoch / schedule_epochs, 1) from a given noise rate τ, bank thresholds, no feedback).
+Rules for R(c) (`rule`):
+- `estimated` (default): R(c) estimates group c's clean share, without the noise rate. During `warmup_epochs`
+  R = ε0 (1.0: every sample, networks fit clean patterns first). After it, at every refresh, π̂_c = the weight of
+  the low-loss component of a two-component Gaussian mixture fitted to the group's bank scores (`estimator: gmm`;
+  `split`: the Otsu cut; `feedback_share`: the share of the group's samples whose feedback evidence E_i > 0, with
+  E_i the EMA (`evidence_momentum`) of s_i = ℓ_i(θ) − ℓ_i(θ − η·g_pl) over the batch mean |s|: the per-sample terms
+  of Eq. 7, `lnl.hypergrad.feedback.lookahead_feedback`). π̂_c falls at once but rises by at most `max_rise` per
+  refresh (a teacher that learnt a wrong label of 𝒮 makes it look clean). R(c) = π̂_c + (1 − π̂_c)·ramp,
+  ramp = max(0, 1 − (epoch − warm-up + 1)/`schedule_epochs`): Co-teaching's schedule from 1 with its known τ
+  replaced by the per-class estimate 1 − π̂_c.
+- `sign_drift` (alias `per_class`): the paper's literal update. Per-group feedback h(c) (mean s_i over 𝒮 ∩ c) →
+  EMA (β = `h_momentum`, zero-initialised, classes present in 𝒮 only) → R(c) ← clip(R(c) + δ·sign(EMA h(c)),
+  r_min, r_max). Measured defect: h(c) > 0 whenever the student improves, so R(c) drifts to r_max whatever the
+  selected labels are.
+- `global`: one R shared by all groups, driven by the global h (works with exact feedback), bank thresholds.
+- `per_batch`: no bank; the ceil(R(c)·n_c) smallest current scores of each group in the batch, R(c) by sign drift.
+- `schedule`: Co-teaching's oracle R(t) = 1 − τ·min(epoch / schedule_epochs, 1) from the *true* noise rate τ
+  (Han et al. 2018), bank thresholds, no feedback: the reference a learned rule is compared with.
 
-Everything is a registered buffer (checkpointed; the bank resizes itself on load). Under DDP the (index, label,
-score) updates are all-gathered before they are applied, so bank, thresholds and R are identical on all ranks.
+During `warmup_epochs` R stays at ε0 (feedback rules). Everything is a registered buffer (checkpointed; the bank
+resizes itself on load). Under DDP the (index, group, score) and (index, evidence) updates are all-gathered before
+they are applied, so bank, thresholds and R are identical on all ranks.
 """
 
 from __future__ import annotations
@@ -33,25 +50,31 @@ from torch import Tensor, nn
 
 from lnl.errors import ConfigError
 
-SelectionRule = Literal["per_class", "global", "per_batch", "schedule"]
-RULES: tuple[str, ...] = ("per_class", "global", "per_batch", "schedule")
+SelectionRule = Literal["estimated", "sign_drift", "per_class", "global", "per_batch", "schedule"]
+RULES: tuple[str, ...] = ("estimated", "sign_drift", "per_class", "global", "per_batch", "schedule")
+ALIASES: dict[str, str] = {"per_class": "sign_drift"}  # the name of `sign_drift` before the evidence rule
+ESTIMATORS: tuple[str, ...] = ("gmm", "split", "feedback_share")
+DRIFT_RULES: tuple[str, ...] = ("sign_drift", "global", "per_batch")
 
 
 @dataclass
 class SelectionConfig:
-    """Options of DML's selection (`model.init_args.selection` in a config; DESIGN 4.5 defaults)."""
+    """Options of DML's selection (`model.init_args.selection` in a config); see the module docstring."""
 
-    rule: str = "per_class"
-    eps0: float = 0.2
+    rule: str = "estimated"
+    eps0: float = 1.0
     delta: float = 1e-3
     r_min: float = 0.05
-    r_max: float = 0.9
+    r_max: float = 0.95
     bank_momentum: float = 0.9
     h_momentum: float = 0.99
+    evidence_momentum: float = 0.5
     refresh_every: int | None = None
-    warmup_epochs: int = 1
+    warmup_epochs: int = 2
     noise_rate: float | None = None
     schedule_epochs: int = 10
+    estimator: str = "gmm"
+    max_rise: float | None = 0.02
 
 
 def all_gather_rows(t: Tensor) -> Tensor:
@@ -78,24 +101,27 @@ def selection_counts(mask: Tensor, y: Tensor, y_true: Tensor) -> Tensor:
 
 
 class SmallLossSelector(nn.Module):
-    """Per-class small-loss selection with an EMA loss bank and feedback-driven ratios R(c) (DESIGN 4.5)."""
+    """Per-group small-loss selection with an EMA loss bank and ratios R(c) (DML Eq. 8; module docstring)."""
 
     def __init__(
         self,
         num_classes: int,
         num_samples: int = 0,
         *,
-        rule: str = "per_class",
-        eps0: float = 0.2,
+        rule: str = "estimated",
+        eps0: float = 1.0,
         delta: float = 1e-3,
         r_min: float = 0.05,
-        r_max: float = 0.9,
+        r_max: float = 0.95,
         bank_momentum: float = 0.9,
         h_momentum: float = 0.99,
+        evidence_momentum: float = 0.5,
         refresh_every: int | None = None,
-        warmup_epochs: int = 1,
+        warmup_epochs: int = 2,
         noise_rate: float | None = None,
         schedule_epochs: int = 10,
+        estimator: str = "gmm",
+        max_rise: float | None = 0.02,
     ) -> None:
         super().__init__()
         if rule not in RULES:
@@ -104,23 +130,40 @@ class SmallLossSelector(nn.Module):
             raise ConfigError(f"selection r_min, r_max = {r_min}, {r_max}: need 0 < r_min <= r_max <= 1")
         if not 0.0 < eps0 <= 1.0:
             raise ConfigError(f"selection.eps0 = {eps0}: must be in (0, 1]")
+        for name, m in (("bank_momentum", bank_momentum), ("h_momentum", h_momentum),
+                        ("evidence_momentum", evidence_momentum)):  # fmt: skip
+            if not 0.0 <= m < 1.0:
+                raise ConfigError(f"selection.{name} = {m}: must be in [0, 1)")
         if refresh_every is not None and refresh_every < 1:
             raise ConfigError(
                 f"selection.refresh_every = {refresh_every}: must be >= 1 or null (once per epoch)"
+            )
+        if estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"selection.estimator = {estimator!r}: allowed values are {', '.join(ESTIMATORS)}"
             )
         if rule == "schedule" and (noise_rate is None or not 0.0 <= noise_rate < 1.0):
             raise ConfigError(
                 f"selection.noise_rate = {noise_rate}: rule 'schedule' needs a noise rate in [0, 1)"
             )
-        self.num_classes, self.rule = num_classes, rule
+        self.num_classes, self.rule = num_classes, ALIASES.get(rule, rule)
         self.eps0, self.delta, self.r_min, self.r_max = eps0, delta, r_min, r_max
-        self.bank_momentum, self.h_momentum = bank_momentum, h_momentum
+        self.bank_momentum, self.h_momentum, self.evidence_momentum = (
+            bank_momentum,
+            h_momentum,
+            evidence_momentum,
+        )
         self.refresh_every, self.warmup_epochs = refresh_every, warmup_epochs
         self.noise_rate, self.schedule_epochs = noise_rate, schedule_epochs
         self.fixed_size = False
+        self.estimator = estimator
+        self.max_rise = max_rise
         self.register_buffer("bank", torch.zeros(num_samples))
         self.register_buffer("bank_labels", torch.full((num_samples,), -1, dtype=torch.long))
+        self.register_buffer("evidence", torch.zeros(num_samples))
+        self.register_buffer("evidence_seen", torch.zeros(num_samples, dtype=torch.bool))
         self.register_buffer("ratio", torch.full((num_classes,), float(eps0)))
+        self.register_buffer("target", torch.ones(num_classes))
         self.register_buffer("h_ema", torch.zeros(num_classes))
         self.register_buffer("h_ema_global", torch.zeros(()))
         self.register_buffer("thresholds", torch.full((num_classes,), float("inf")))
@@ -133,38 +176,65 @@ class SmallLossSelector(nn.Module):
         self._ensure_size(n)
         self.fixed_size = n > 0
 
+    def _resize(self, n: int) -> None:
+        extra = n - self.bank.numel()
+        self.bank = torch.cat([self.bank, self.bank.new_zeros(extra)])
+        self.bank_labels = torch.cat([self.bank_labels, self.bank_labels.new_full((extra,), -1)])
+        self.evidence = torch.cat([self.evidence, self.evidence.new_zeros(extra)])
+        self.evidence_seen = torch.cat([self.evidence_seen, self.evidence_seen.new_zeros(extra)])
+
     def _ensure_size(self, n: int) -> None:
         if n > self.bank.numel():
-            extra = n - self.bank.numel()
-            self.bank = torch.cat([self.bank, self.bank.new_zeros(extra)])
-            self.bank_labels = torch.cat([self.bank_labels, self.bank_labels.new_full((extra,), -1)])
+            self._resize(n)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
         n = state_dict.get(prefix + "bank")
         if n is not None and n.numel() != self.bank.numel():
-            self.bank = self.bank.new_zeros(n.numel())
-            self.bank_labels = self.bank_labels.new_full((n.numel(),), -1)
+            self.bank = self.bank[:0]
+            self.bank_labels, self.evidence = self.bank_labels[:0], self.evidence[:0]
+            self.evidence_seen = self.evidence_seen[:0]
+            self._resize(n.numel())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    @torch.no_grad()
-    def update_bank(self, index: Tensor, labels: Tensor, scores: Tensor) -> None:
-        """EMA-update the bank with this step's (index, noisy label, score), all-gathered across ranks."""
-        rows = all_gather_rows(torch.stack([index.double(), labels.double(), scores.detach().double()], 1))
-        idx, lab, sc = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2].to(self.bank.dtype)
+    def _gathered(self, index: Tensor, *columns: Tensor) -> tuple[Tensor, ...] | None:
+        """(index, *columns) all-gathered across ranks, each duplicate index taking its first occurrence's values
+        (DistributedSampler padding), so the unordered duplicate writes that follow are deterministic."""
+        rows = all_gather_rows(torch.stack([index.double(), *(c.detach().double() for c in columns)], 1))
+        idx = rows[:, 0].long()
         if idx.numel() == 0:
-            return
+            return None
         if not self.fixed_size:  # a preallocated bank needs no host sync to check its size
             self._ensure_size(int(idx.max().item()) + 1)
-        # duplicates (DistributedSampler padding): every copy takes its first occurrence's values, so the
-        # (unordered) duplicate writes below all write the same thing, deterministically on every rank
         order = torch.arange(idx.numel(), device=idx.device)
         first = torch.full_like(self.bank_labels, idx.numel()).scatter_reduce(0, idx, order, reduce="amin")
         src = first[idx]
-        lab, sc = lab[src], sc[src]
+        return idx, *(rows[src, k + 1] for k in range(len(columns)))
+
+    @torch.no_grad()
+    def update_bank(self, index: Tensor, labels: Tensor, scores: Tensor) -> None:
+        """EMA-update the bank with this step's (index, group, score), all-gathered across ranks."""
+        got = self._gathered(index, labels, scores)
+        if got is None:
+            return
+        idx, lab, sc = got
+        sc = sc.to(self.bank.dtype)
         seen = self.bank_labels[idx] >= 0
         m = self.bank_momentum
         self.bank[idx] = torch.where(seen, m * self.bank[idx] + (1 - m) * sc, sc)
-        self.bank_labels[idx] = lab
+        self.bank_labels[idx] = lab.long()
+
+    @torch.no_grad()
+    def update_evidence(self, index: Tensor, evidence: Tensor) -> None:
+        """EMA-update the per-sample feedback evidence E_i (first observation initialises), all-gathered."""
+        got = self._gathered(index, evidence)
+        if got is None:
+            return
+        idx, ev = got
+        ev = ev.to(self.evidence.dtype)
+        m = self.evidence_momentum
+        seen = self.evidence_seen[idx]
+        self.evidence[idx] = torch.where(seen, m * self.evidence[idx] + (1 - m) * ev, ev)
+        self.evidence_seen[idx] = True
 
     # ------------------------------------------------------------------------------------------ thresholds
     def current_ratio(self, epoch: int) -> Tensor:
@@ -174,11 +244,38 @@ class SmallLossSelector(nn.Module):
             return torch.full_like(self.ratio, r)
         if epoch < self.warmup_epochs:
             return torch.full_like(self.ratio, self.eps0)
+        if self.rule == "estimated":
+            ramp = max(0.0, 1.0 - (epoch - self.warmup_epochs + 1) / max(self.schedule_epochs, 1))
+            return self.ratio + (1.0 - self.ratio) * ramp
         return self.ratio
 
     @torch.no_grad()
+    def estimate_ratios(self) -> None:
+        """`estimated` rule: π̂_c per group from its seen samples (`estimator`), rising by ≤ `max_rise` per call."""
+        has = (self.bank_labels >= 0) & self.evidence_seen
+        for c in range(self.num_classes):
+            sel = has & (self.bank_labels == c)
+            n = int(sel.sum())
+            if n < 4:  # too few samples to estimate: keep the group's R
+                continue
+            if self.estimator == "feedback_share":
+                est = float((self.evidence[sel] > 0).double().mean())
+            else:
+                values = torch.sort(self.bank[sel].double()).values
+                est = (
+                    two_gaussian_weight(values) if self.estimator == "gmm" else two_segment_split(values) / n
+                )
+            est = min(max(est, self.r_min), self.r_max)
+            if self.max_rise is not None:  # falls at once, rises at most max_rise per estimate
+                est = min(est, float(self.target[c]) + self.max_rise)
+            self.target[c] = est
+        self.ratio.copy_(self.target)
+
+    @torch.no_grad()
     def refresh_thresholds(self, epoch: int) -> None:
-        """τ_c = linear-interpolated quantile at R(c) of the seen bank scores of class c (+inf: class unseen)."""
+        """τ_c = linear-interpolated quantile at R(c) of the seen bank scores of group c (+inf: group unseen)."""
+        if self.rule == "estimated" and epoch >= self.warmup_epochs:
+            self.estimate_ratios()
         seen = self.bank_labels >= 0
         scores, labels = self.bank[seen], self.bank_labels[seen]
         order = torch.argsort(scores, stable=True)
@@ -207,15 +304,18 @@ class SmallLossSelector(nn.Module):
 
     # ------------------------------------------------------------------------------------------- select
     @torch.no_grad()
-    def select(self, index: Tensor, labels: Tensor, scores: Tensor, epoch: int) -> Tensor:
-        """Update the bank with this batch, refresh τ when due, and return the bool mask of 𝒮 for the batch."""
+    def select(self, index: Tensor, groups: Tensor, scores: Tensor, epoch: int) -> Tensor:
+        """Update the bank with this batch, refresh τ when due, and return the bool mask of 𝒮 for the batch.
+
+        `groups` is each sample's group (its noisy label, or the teacher's predicted class: Eq. 8's bracket).
+        """
         if self.rule == "per_batch":
-            mask = self._per_batch(labels, scores.detach(), self.current_ratio(epoch))
+            mask = self._per_batch(groups, scores.detach(), self.current_ratio(epoch))
         else:
-            self.update_bank(index, labels, scores)
+            self.update_bank(index, groups, scores)
             if self._needs_refresh(epoch):
                 self.refresh_thresholds(epoch)
-            mask = self.bank[index] <= self.thresholds[labels]
+            mask = self.bank[index] <= self.thresholds[groups]
         self.step += 1
         return mask
 
@@ -234,12 +334,13 @@ class SmallLossSelector(nn.Module):
     # ------------------------------------------------------------------------------------------- update
     @torch.no_grad()
     def update_ratios(self, h_c: Tensor, n_c: Tensor, h: Tensor | float, epoch: int) -> None:
-        """EMA of the feedback (per class for per_class/per_batch, global for global), then R += δ·sign(EMA).
+        """Sign-drift rules: EMA of the feedback (per group, or global for `global`), then R += δ·sign(EMA).
 
-        `h_c` (paper sign), `n_c` (per-class |𝒮| counts) and `h` must be global (all-reduced) values so that R
-        stays identical on all ranks. Nothing changes when 𝒮 is empty (n_c all zero).
+        `h_c` (paper sign), `n_c` (per-group |𝒮| counts) and `h` must be global (all-reduced) values so that R
+        stays identical on all ranks. Nothing changes when 𝒮 is empty (n_c all zero), nor for the `evidence` and
+        `schedule` rules (their R does not drift).
         """
-        if self.rule == "schedule":
+        if self.rule not in DRIFT_RULES:
             return
         b = self.h_momentum
         if self.rule == "global":
@@ -259,6 +360,44 @@ class SmallLossSelector(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rule={self.rule}, eps0={self.eps0}, delta={self.delta}, r=[{self.r_min}, {self.r_max}]"
+
+
+def two_segment_split(values: Tensor) -> int:
+    """k maximizing the between-segment variance k(n−k)·(m₁ − m₂)² of values[:k] vs values[k:], m₁ < m₂ (Otsu).
+
+    The least-squares fit of a two-level step function to a sequence (one change point); 0 < k < n.
+    """
+    n = values.numel()
+    csum = torch.cumsum(values, 0)
+    k = torch.arange(1, n, device=values.device, dtype=values.dtype)
+    m1 = csum[:-1] / k
+    m2 = (csum[-1] - csum[:-1]) / (n - k)
+    stat = k * (n - k) * (m2 - m1).clamp_min(0) ** 2
+    return int(stat.argmax()) + 1
+
+
+def two_gaussian_weight(values: Tensor, iters: int = 50) -> float:
+    """Weight of the low-mean component of a two-component 1-D Gaussian mixture fitted by EM (Otsu start).
+
+    The mixture-proportion reading of the small-loss trick (as in DivideMix's GMM, Li et al. 2020): the share of a
+    group's losses that belongs to the low-loss (clean) component. Unequal variances are allowed.
+    """
+    v = values.double().flatten()
+    n = v.numel()
+    v_sorted = torch.sort(v).values
+    k = two_segment_split(v_sorted)
+    lo, hi = v_sorted[:k], v_sorted[k:]
+    w = torch.tensor([k / n, 1 - k / n], dtype=v.dtype)
+    mu = torch.stack([lo.mean(), hi.mean()])
+    floor = (v.var() * 1e-3).clamp_min(1e-12)
+    var = torch.stack([lo.var(unbiased=False), hi.var(unbiased=False)]).clamp_min(floor)
+    for _ in range(iters):
+        log_p = -0.5 * ((v[:, None] - mu) ** 2 / var + var.log()) + w.clamp_min(1e-12).log()
+        r = torch.softmax(log_p, dim=1)
+        nk = r.sum(0).clamp_min(1e-9)
+        w, mu = nk / n, (r * v[:, None]).sum(0) / nk
+        var = ((r * (v[:, None] - mu) ** 2).sum(0) / nk).clamp_min(floor)
+    return float(w[int(torch.argmin(mu))])
 
 
 def ceil_count(ratio: float, n: int) -> int:

@@ -14,7 +14,7 @@ from lightning.pytorch import Trainer
 from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
 from lnl.data.loading import EpochSampler
 from lnl.data.longtail import longtail_counts
-from lnl.data.noise import NoiseSpec
+from lnl.data.noise import NoiseSpec, transition_matrix
 from lnl.methods.ce import CE
 
 
@@ -132,6 +132,59 @@ def test_checkpointed_labels_must_match_on_resume() -> None:
     with pytest.raises(ValueError, match="labels sha256"):
         other.load_state_dict(state)
     dm.load_state_dict(state)  # same config: accepted
+
+
+def _flips(dm: NoisyLabelDataModule, ids: np.ndarray) -> np.ndarray:
+    """Counts of true -> given label changes [C, C] (diagonal zero) over `ids`."""
+    T = np.zeros((10, 10))
+    np.add.at(T, (dm.true_labels[ids], dm.given_labels[ids]), 1)
+    np.fill_diagonal(T, 0)
+    return T
+
+
+@pytest.mark.parametrize(
+    "spec", [NoiseSpec("symmetric", 0.4, count="exact"), NoiseSpec("random_flip", 0.4), NoiseSpec("instance", 0.4)],
+    ids=lambda s: s.tag,
+)  # fmt: skip
+def test_noisy_val_labels_come_from_the_training_noise_process(spec: NoiseSpec) -> None:
+    dm = digits(noise=spec, val_labels="noisy", val_per_class=30, noise_seed=0)
+    ref = digits(noise=spec, val_labels="clean", val_per_class=30, noise_seed=0)
+    np.testing.assert_array_equal(dm.val_index, ref.val_index)
+    np.testing.assert_array_equal(
+        dm.given_labels[dm.noisy_index], ref.given_labels[ref.noisy_index]
+    )  # unchanged
+    train, val = _flips(dm, dm.noisy_index), _flips(dm, dm.val_index)
+    assert abs(val.sum() / len(dm.val_index) - 0.4) < 0.1  # val is noisy, at the training rate
+    if spec.kind == "symmetric":  # exact counts within val too
+        assert val.sum(axis=1).tolist() == [12] * 10
+    if spec.kind == "random_flip":  # every flip, train and val, goes to the one class map of noise_seed
+        Q = transition_matrix("random_flip", 0.4, 10, seed=0)
+        allowed = (Q - np.diag(np.diag(Q))) > 0
+        assert (allowed | (train == 0)).all() and (allowed | (val == 0)).all() and (val.sum(axis=1) > 0).all()
+    if (
+        spec.kind == "instance"
+    ):  # same W: per-class flip directions agree (old noise_seed + 1 val: TV ≈ 0.7-0.9)
+        tv = 0.5 * np.abs(train / train.sum(1, keepdims=True) - val / val.sum(1, keepdims=True)).sum(1)
+        assert tv.mean() < 0.4
+
+
+@pytest.mark.parametrize("kind", ["random_flip", "instance"])
+def test_noisy_val_labels_are_deterministic(kind: str) -> None:
+    a, b = (digits(noise=NoiseSpec(kind, 0.4), val_labels="noisy") for _ in range(2))
+    np.testing.assert_array_equal(a.given_labels, b.given_labels)
+    assert a.labels_sha256 == b.labels_sha256
+    c = digits(noise=NoiseSpec(kind, 0.4), val_labels="noisy", noise_seed=1)
+    assert (c.given_labels[c.val_index] != a.given_labels[a.val_index]).any()
+
+
+def test_normalized_idn_features_change_the_labels() -> None:
+    raw = digits(noise=NoiseSpec("instance", 0.4), val_labels="noisy")
+    norm = digits(noise=NoiseSpec("instance", 0.4, features="normalized"), val_labels="noisy")
+    again = digits(noise=NoiseSpec("instance", 0.4, features="normalized"), val_labels="noisy")
+    ids = norm.noisy_index
+    assert (norm.given_labels[ids] != raw.given_labels[ids]).mean() > 0.05
+    assert norm.labels_sha256 != raw.labels_sha256 and norm.labels_sha256 == again.labels_sha256
+    assert abs(norm.realized_rate - 0.4) < 0.05
 
 
 def test_cifar_long_tail_and_asymmetric_noise_from_real_format_files(tmp_path: Path) -> None:

@@ -244,6 +244,132 @@ def test_idn_needs_features():
         corrupt_labels(y, "instance", 0.2, 10, seed=0, features=x, count="exact")
 
 
+# ---------------------------------------------------------------- parts: validation labels from the training process
+
+
+@pytest.mark.parametrize("count", ["sampled", "exact"])
+@pytest.mark.parametrize("kind", ["symmetric", "uniform", "random_flip", "pairflip"])
+def test_parts_share_the_transition_and_keep_part_zero(kind, count):
+    t, C, seed = 0.4, 10, 5
+    y0, y1 = _labels(C, 97, seed=1), _labels(C, 31, seed=2)  # odd sizes exercise exact rounding per part
+    out = corrupt_labels(
+        np.concatenate([y0, y1]), kind, t, C, seed=seed, count=count, parts=[y0.size, y1.size]
+    )
+    n0, n1 = out[: y0.size], out[y0.size :]
+    np.testing.assert_array_equal(
+        n0, corrupt_labels(y0, kind, t, C, seed=seed, count=count)
+    )  # train unchanged
+    Q = transition_matrix(kind, t, C, seed=seed)  # the one process (random_flip: the map of `seed`)
+    assert (Q[y0, n0] > 0).all() and (Q[y1, n1] > 0).all()
+    if kind == "random_flip":
+        target = (Q - np.diag(np.diag(Q))).argmax(axis=1)
+        assert (n1 != y1).sum() > 20 and (n1[n1 != y1] == target[y1[n1 != y1]]).all()
+        old = transition_matrix(kind, t, C, seed=seed + 1)  # the former validation map (noise_seed + 1)
+        assert not (old[y1[n1 != y1], n1[n1 != y1]] > 0).all()  # ...which these labels do not follow
+    if count == "exact":
+        w = _wrong_rates(kind, C, t, None)
+        for y, n in ((y0, n0), (y1, n1)):  # exact counts within each part
+            sizes = np.bincount(y, minlength=C)
+            assert np.bincount(y[n != y], minlength=C).tolist() == [round(w[c] * sizes[c]) for c in range(C)]
+    twice = corrupt_labels(np.concatenate([y0, y0]), kind, t, C, seed=seed, count=count, parts=[y0.size] * 2)
+    assert not np.array_equal(twice[: y0.size], twice[y0.size :])  # own per-sample draws per part
+
+
+def test_idn_parts_share_projection_and_flip_rate_law():
+    y, x = _idn_data(n=4000)
+    x = x / np.float32(255)
+    n = y.size
+    P, q = _idn_probabilities(np.concatenate([y, y]), np.concatenate([x, x]), 0.3, 10, seed=3, parts=[n, n])
+    P1, q1 = _idn_probabilities(y, x, 0.3, 10, seed=3)
+    np.testing.assert_array_equal(P[:n], P1)  # part 0 = a one-part call: training labels unchanged
+    np.testing.assert_array_equal(q[:n], q1)
+
+    def direction(P, q):  # the flip direction q_i·softmax(x_i W[y_i]) / q_i: a function of W only
+        off = P.copy()
+        off[np.arange(n), y] = 0.0
+        return off / q[:, None]
+
+    np.testing.assert_allclose(direction(P[n:], q[n:]), direction(P1, q1), rtol=1e-10, atol=1e-12)  # same W
+    P_old, q_old = _idn_probabilities(y, x, 0.3, 10, seed=4)  # the former val process (noise_seed + 1)
+    assert np.abs(direction(P_old, q_old) - direction(P1, q1)).max() > 0.5  # another W: the test can tell
+    assert (q[n:] != q[:n]).mean() > 0.99  # own flip rates, from the same truncated Normal(τ, 0.1)
+    assert abs(q[n:].mean() - _truncnorm_mean(0.3, 0.1)) < 4 * q[n:].std() / math.sqrt(n)
+    y2 = np.concatenate([y, y])
+    noisy = corrupt_labels(y2, "instance", 0.3, 10, seed=3, features=np.concatenate([x, x]), parts=[n, n])
+    np.testing.assert_array_equal(noisy[:n], corrupt_labels(y, "instance", 0.3, 10, seed=3, features=x))
+    assert abs(realized_rate(y, noisy[n:]) - _truncnorm_mean(0.3, 0.1)) < 0.03
+    assert (noisy[n:] != noisy[:n]).any()
+
+
+def test_bad_parts_are_config_errors():
+    y = _labels(10, 5)
+    for parts in ([20, 20], [60, -10], []):
+        with pytest.raises(ConfigError, match="parts = "):
+            corrupt_labels(y, "symmetric", 0.2, 10, seed=0, parts=parts)
+
+
+def test_training_labels_are_pinned():
+    """Labels of a one-part call (the noisy training set) as before validation shared the process."""
+    import hashlib
+
+    def sha(a: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(a, dtype="<i8").tobytes()).hexdigest()[:16]
+
+    y = _labels(10, 97, seed=2)
+    assert sha(corrupt_labels(y, "symmetric", 0.4, 10, seed=7)) == "c7fd14b657a293c7"
+    assert sha(corrupt_labels(y, "random_flip", 0.4, 10, seed=7)) == "962a0ba22517afbf"
+    assert sha(corrupt_labels(y, "random_flip", 0.4, 10, seed=7, count="exact")) == "507e496bf731e753"
+    assert sha(corrupt_labels(y, "uniform", 0.4, 10, seed=7, count="exact")) == "a35b09dd530089bb"
+    yi, x = _idn_data(n=2000)
+    assert (
+        sha(corrupt_labels(yi, "instance", 0.4, 10, seed=7, features=x / np.float32(255)))
+        == "b6473cafba660133"
+    )
+
+
+# ---------------------------------------------------------------- noise.features: normalized
+
+
+def test_normalized_features_standardize_per_feature():
+    y, x = _idn_data(n=4000)
+    x = x / np.float32(255)
+    kw = dict(seed=2, features=x)
+    raw = corrupt_labels(y, "instance", 0.4, 10, **kw)
+    norm = corrupt_labels(y, "instance", 0.4, 10, normalize_features=True, **kw)
+    assert (raw != norm).mean() > 0.05  # the option is used
+    np.testing.assert_array_equal(norm, corrupt_labels(y, "instance", 0.4, 10, normalize_features=True, **kw))
+    flat = x.reshape(y.size, -1).astype(np.float64)
+    z = (flat - flat.mean(axis=0)) / flat.std(axis=0)  # zero mean / unit std per feature
+    P, q = _idn_probabilities(y, x, 0.4, 10, seed=2, normalize_features=True)
+    Pz, qz = _idn_probabilities(y, z, 0.4, 10, seed=2)
+    np.testing.assert_array_equal(q, qz)
+    np.testing.assert_allclose(P, Pz, rtol=1e-9, atol=1e-12)
+    P_affine, _ = _idn_probabilities(
+        y, x.astype(np.float64) * 7.0 + 3.0, 0.4, 10, seed=2, normalize_features=True
+    )
+    np.testing.assert_allclose(P_affine, P, rtol=1e-7, atol=1e-9)  # invariant to per-feature affine scale
+    # a second part is standardized with part 0's statistics (one process): duplicates share the direction
+    n = y.size
+    P2, q2 = _idn_probabilities(np.concatenate([y, y]), np.concatenate([x, x]), 0.4, 10, seed=2, parts=[n, n],
+                                normalize_features=True)  # fmt: skip
+    np.testing.assert_array_equal(P2[:n], P)
+    off = lambda P, q: np.where(np.eye(10, dtype=bool)[y], 0.0, P) / q[:, None]  # noqa: E731
+    np.testing.assert_allclose(off(P2[n:], q2[n:]), off(P, q), rtol=1e-10, atol=1e-12)
+
+
+def test_normalized_features_is_a_no_op_for_other_kinds():
+    y = _labels(10, 50)
+    for kind in ("symmetric", "random_flip"):
+        spec = NoiseSpec(kind, 0.3, features="normalized").validate(10)
+        np.testing.assert_array_equal(
+            apply_noise(spec, y, 10, seed=1), apply_noise(NoiseSpec(kind, 0.3), y, 10, seed=1)
+        )
+        assert spec.tag == NoiseSpec(kind, 0.3).tag
+    assert NoiseSpec("instance", 0.2, features="normalized").tag == "idn20_norm"
+    with pytest.raises(ConfigError, match="noise.features = 'pca'"):
+        NoiseSpec("instance", 0.2, features="pca").validate(10)
+
+
 # ---------------------------------------------------------------- errors and NoiseSpec
 
 

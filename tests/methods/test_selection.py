@@ -18,7 +18,7 @@ def _fill(sel: SmallLossSelector, scores: torch.Tensor, labels: torch.Tensor, ep
 def test_thresholds_are_per_class_quantiles_of_the_bank():
     g = torch.Generator().manual_seed(0)
     scores, labels = torch.rand(60, generator=g), torch.randint(0, 3, (60,), generator=g)
-    sel = SmallLossSelector(3, eps0=0.3)
+    sel = SmallLossSelector(3, rule="sign_drift", eps0=0.3)
     mask = _fill(sel, scores, labels)
     for c in range(3):
         expect = torch.quantile(scores[labels == c].double(), 0.3).item()
@@ -28,7 +28,7 @@ def test_thresholds_are_per_class_quantiles_of_the_bank():
 
 
 def test_bank_is_an_ema_and_thresholds_refresh_once_per_epoch_after_epoch0():
-    sel = SmallLossSelector(2, eps0=0.5, bank_momentum=0.9, refresh_every=None)
+    sel = SmallLossSelector(2, rule="sign_drift", eps0=0.5, bank_momentum=0.9, refresh_every=None)
     idx, lab = torch.arange(4), torch.tensor([0, 0, 1, 1])
     sel.select(idx, lab, torch.tensor([1.0, 2.0, 3.0, 4.0]), epoch=0)
     assert torch.allclose(sel.bank, torch.tensor([1.0, 2.0, 3.0, 4.0]))  # first observation initialises
@@ -38,7 +38,7 @@ def test_bank_is_an_ema_and_thresholds_refresh_once_per_epoch_after_epoch0():
     assert tau[0].item() == pytest.approx(1.35)  # refreshed at the first step of epoch 1
     sel.select(idx[:2], lab[:2], torch.tensor([0.0, 0.0]), epoch=1)
     assert torch.equal(sel.thresholds, tau)  # not refreshed again within epoch 1
-    sel2 = SmallLossSelector(2, eps0=0.5, refresh_every=2)
+    sel2 = SmallLossSelector(2, rule="sign_drift", eps0=0.5, refresh_every=2)
     for step in range(4):
         sel2.select(idx, lab, torch.full((4,), float(step)), epoch=1)
         if step == 2:
@@ -46,14 +46,16 @@ def test_bank_is_an_ema_and_thresholds_refresh_once_per_epoch_after_epoch0():
 
 
 def test_unseen_class_threshold_is_inf_and_bank_grows():
-    sel = SmallLossSelector(3, num_samples=2)
+    sel = SmallLossSelector(3, rule="sign_drift", num_samples=2, eps0=0.2)
     mask = sel.select(torch.tensor([5, 7]), torch.tensor([0, 0]), torch.tensor([0.1, 0.2]), 0)
     assert sel.bank.numel() == 8 and sel.thresholds[1].item() == float("inf")
     assert mask.tolist() == [True, False]  # quantile 0.2 of {0.1, 0.2} = 0.12
 
 
 def test_warmup_keeps_eps0_then_ratio_moves_by_delta_and_clips():
-    sel = SmallLossSelector(2, eps0=0.2, delta=0.1, r_min=0.05, r_max=0.5, h_momentum=0.5, warmup_epochs=1)
+    sel = SmallLossSelector(
+        2, rule="sign_drift", eps0=0.2, delta=0.1, r_min=0.05, r_max=0.5, h_momentum=0.5, warmup_epochs=1
+    )
     h_c, n_c = torch.tensor([1.0, -1.0]), torch.tensor([3.0, 2.0])
     sel.update_ratios(h_c, n_c, 0.0, epoch=0)
     assert torch.allclose(sel.ratio, torch.tensor([0.2, 0.2]))  # warm-up: R frozen, EMA accumulates
@@ -78,7 +80,7 @@ def test_global_rule_uses_one_ratio_driven_by_global_h():
 
 
 def test_empty_selection():
-    sel = SmallLossSelector(2, eps0=0.2, refresh_every=100)
+    sel = SmallLossSelector(2, rule="sign_drift", eps0=0.2, refresh_every=100)
     lab = torch.tensor([0, 0, 1, 1])
     sel.select(torch.arange(4), lab, torch.tensor([0.1, 0.2, 0.3, 0.4]), epoch=1)  # refresh at step 0
     mask = sel.select(torch.arange(4), lab, torch.full((4,), 50.0), epoch=1)  # all losses explode, no refresh
@@ -112,13 +114,13 @@ def test_schedule_rule_and_config_errors():
 
 def test_state_dict_round_trip_restores_bank_ratios_and_selection():
     g = torch.Generator().manual_seed(1)
-    sel = SmallLossSelector(3, num_samples=10, eps0=0.4, warmup_epochs=0, delta=0.02)
+    sel = SmallLossSelector(3, rule="sign_drift", num_samples=10, eps0=0.4, warmup_epochs=0, delta=0.02)
     for step in range(3):
         idx = torch.randperm(30, generator=g)[:12]
         sel.select(idx, idx % 3, torch.rand(12, generator=g), epoch=step)
         sel.update_ratios(torch.randn(3, generator=g), torch.ones(3), 0.0, epoch=step)
     state = sel.state_dict()
-    other = SmallLossSelector(3, num_samples=0, eps0=0.4, warmup_epochs=0, delta=0.02)
+    other = SmallLossSelector(3, rule="sign_drift", num_samples=0, eps0=0.4, warmup_epochs=0, delta=0.02)
     other.load_state_dict(state)
     for k, v in sel.state_dict().items():
         assert torch.equal(v, other.state_dict()[k]), k
@@ -144,7 +146,7 @@ def test_selection_precision_beats_clean_rate_on_learnable_problem_with_40pct_sy
     torch.manual_seed(0)
     model = nn.Linear(d, c)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sel = SmallLossSelector(c, eps0=0.3, warmup_epochs=100)
+    sel = SmallLossSelector(c, rule="sign_drift", eps0=0.3, warmup_epochs=100)
     precision, clean_rate = [], []
     for epoch in range(4):
         perm = torch.randperm(n, generator=g)
@@ -167,10 +169,49 @@ def test_selection_precision_beats_clean_rate_on_learnable_problem_with_40pct_sy
 @pytest.mark.parametrize("preallocated", [True, False])
 def test_duplicate_indices_take_their_first_occurrence(preallocated: bool) -> None:
     """DistributedSampler pads with repeated samples: each repeat writes its first occurrence's score and label."""
-    sel = SmallLossSelector(3, bank_momentum=0.5)
+    sel = SmallLossSelector(3, rule="sign_drift", eps0=0.2, bank_momentum=0.5)
     if preallocated:
         sel.preallocate(4)
     sel.update_bank(torch.tensor([2, 2, 0]), torch.tensor([1, 2, 0]), torch.tensor([1.0, 5.0, 3.0]))
     assert sel.bank[[0, 2]].tolist() == [3.0, 1.0] and sel.bank_labels[[0, 1, 2]].tolist() == [0, -1, 1]
     sel.update_bank(torch.tensor([2, 2]), torch.tensor([1, 1]), torch.tensor([3.0, 9.0]))
     assert sel.bank[2].item() == 0.5 * 1.0 + 0.5 * 3.0  # EMA with the first copy only
+
+
+def test_estimated_rule_warms_up_on_every_sample_then_follows_the_low_loss_component():
+    g = torch.Generator().manual_seed(0)
+    shares = (0.3, 0.8)
+    scores, labels = [], []
+    for c, share in enumerate(shares):  # a tight low-loss (clean) mode and a wide high-loss (noisy) one
+        n_clean = int(share * 200)
+        scores += [0.05 * torch.rand(n_clean, generator=g), 1.5 + torch.rand(200 - n_clean, generator=g)]
+        labels.append(torch.full((200,), c))
+    scores, labels = torch.cat(scores), torch.cat(labels)
+    sel = SmallLossSelector(2, warmup_epochs=2, schedule_epochs=4, max_rise=None)
+    sel.update_evidence(torch.arange(400), torch.zeros(400))
+    mask = sel.select(torch.arange(400), labels, scores, epoch=0)
+    assert bool(mask.all())  # warm-up: ε0 = 1, every sample
+    sel.select(torch.arange(400), labels, scores, epoch=2)  # first estimate, ramp 3/4 of the way to 1
+    assert torch.allclose(sel.ratio, torch.tensor(shares, dtype=sel.ratio.dtype), atol=0.01)
+    r = sel.current_ratio(2)
+    assert torch.allclose(r, sel.ratio + (1 - sel.ratio) * 0.75)
+    assert torch.allclose(sel.current_ratio(5), sel.ratio)  # schedule done: R(c) = the estimate
+
+
+def test_estimated_rule_rises_by_at_most_max_rise_per_refresh():
+    sel = SmallLossSelector(1, warmup_epochs=0, max_rise=0.02)
+    low = torch.cat([torch.zeros(50), torch.ones(150) * 3]) + 0.01 * torch.arange(200) / 200
+    sel.update_evidence(torch.arange(200), torch.zeros(200))
+    sel.select(torch.arange(200), torch.zeros(200, dtype=torch.long), low, epoch=0)
+    first = float(sel.ratio[0])
+    assert first == pytest.approx(0.25, abs=0.01)
+    high = torch.cat([torch.zeros(180), torch.ones(20) * 3])
+    sel2_scores = high + 0.01 * torch.arange(200) / 200
+    sel.bank.copy_(sel2_scores)  # the losses now say 90% clean
+    sel.refresh_thresholds(epoch=1)
+    assert float(sel.ratio[0]) == pytest.approx(first + 0.02, abs=1e-6)
+
+
+def test_bad_estimator_is_a_config_error():
+    with pytest.raises(ConfigError, match="selection.estimator = 'mode'"):
+        SmallLossSelector(2, estimator="mode")

@@ -1,0 +1,67 @@
+"""Pictures of a run, written as PNG files (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+
+def _figure(ncols: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=(width * ncols, height), constrained_layout=True)
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def plot_dml_selection(history: Sequence[dict[str, Any]], path: str) -> str:
+    """DML's selection over training (the DML paper's Fig. 3(e), 4(c), 5), from per-epoch records.
+
+    Left: selection precision ("estimated accuracy") and recall per epoch, with the data's clean rate. Middle: mean
+    R(c) against the mean clean share, and the mean |R(c) − clean share|. Right: R(c) and each class's clean share
+    in the last epoch. Records without true labels draw R(c) only.
+    """
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_p, ax_r, ax_c) = _figure(3)
+    known = [r for r in history if "precision" in r]
+    if known:
+        e = [r["epoch"] for r in known]
+        ax_p.plot(e, _finite([r["precision"] for r in known]), "o-", label="precision (estimated accuracy)")
+        ax_p.plot(e, _finite([r["recall"] for r in known]), "s-", label="recall")
+        ax_p.plot(e, _finite([r["clean_rate"] for r in known]), "k--", label="clean rate of the data")
+    ax_p.set(title="selected set S", xlabel="epoch", ylim=(0, 1.02))
+    ax_p.legend(loc="lower right", fontsize=8)
+
+    mean_r = [sum(r["R"]) / len(r["R"]) for r in history]
+    ax_r.plot(epochs, mean_r, "o-", label="mean R(c)")
+    if known:
+        e = [r["epoch"] for r in known]
+        shares = [[s for s in r["share"] if s is not None and not math.isnan(s)] for r in known]
+        ax_r.plot(e, [sum(s) / max(len(s), 1) for s in shares], "k--", label="mean clean share")
+        ax_r.plot(e, _finite([r["R_err"] for r in known]), "^-", label="mean |R(c) − share|")
+    ax_r.set(title="selection ratios", xlabel="epoch", ylim=(0, 1.02))
+    ax_r.legend(loc="upper right", fontsize=8)
+
+    last = history[-1]
+    classes = list(range(len(last["R"])))
+    width = 0.4
+    ax_c.bar([c - width / 2 for c in classes], last["R"], width, label="R(c)")
+    if "share" in last:
+        ax_c.bar([c + width / 2 for c in classes], _finite(last["share"]), width, label="clean share")
+    ax_c.set(title=f"per class, epoch {last['epoch']}", xlabel="class (group)", ylim=(0, 1.02))
+    if len(classes) <= 20:
+        ax_c.set_xticks(classes)
+    ax_c.legend(loc="lower right", fontsize=8)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
