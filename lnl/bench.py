@@ -1,11 +1,13 @@
-"""`python -m lnl.bench`: training-step time and peak memory of each method vs a CE step, in one run (DESIGN 5).
+"""`python -m lnl.bench`: training-step time and peak memory of each method vs a CE step, in one run.
 
 Each method module in `lnl.methods` is found by name (`--methods ce,dml`); its `LNLModule` subclass lists the
 variants to time in the class attribute `bench_variants: dict[str, dict]` (variant name -> constructor kwargs;
 CE times one variant, `default`). Every variant runs in a fresh subprocess on identical synthetic batches kept
 on the device (data loading off the critical path): warm-up steps, then timed steps (CUDA-synchronized;
 the ratio uses the mean, so a k-step method's meta step is counted once per k steps), CPU time per step, and
-peak memory (CUDA allocator peak on GPU; peak resident-set growth during training on CPU).
+peak memory (CUDA allocator peak on GPU; peak resident-set growth during training on CPU). The DML paper
+("Efficiently meta-learning for robust deep networks without prior unbiased set", §5.2, Table 6) reports the
+same kind of number as ms per training iteration.
 """
 
 from __future__ import annotations

@@ -32,7 +32,10 @@ class SaveConfigEverywhere(SaveConfigCallback):
 
 
 class LNLCLI(LightningCLI):
-    """`lnl fit|validate|test|predict --config configs/<method>_<dataset>_<noise>.yaml` (DESIGN 1, 4)."""
+    """`lnl fit|validate|test|predict --config configs/<method>_<dataset>_<noise>.yaml`.
+
+    After `fit` it tests the last and best-val checkpoints into `results.json` (docs/design.md, "Layout").
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", SaveConfigEverywhere)
@@ -119,6 +122,9 @@ class LNLCLI(LightningCLI):
             with open(os.path.join(run_dir, "results.json"), "w") as f:
                 json.dump(results, f, indent=2, default=str)
             print(summary(results, run_dir))
+        for logger in trainer.loggers:  # flush and close the W&B run: the fit is complete
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
 
 
 def _tagged(outputs: list[dict[str, float]] | None, suffix: str) -> dict[str, float]:

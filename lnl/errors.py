@@ -2,4 +2,4 @@
 
 
 class ConfigError(ValueError):
-    """Bad user input: one clear line naming the value and what is allowed (DESIGN 6)."""
+    """Bad user input: one clear line naming the value and what is allowed (docs/design.md, "Reliability")."""

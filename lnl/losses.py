@@ -66,6 +66,16 @@ def gce_loss(logits: Tensor, labels: Tensor, q: float = 0.7, reduction: str = "m
     return _reduce((1.0 - p_y.pow(q)) / q, reduction)
 
 
+def pseudo_labels(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Hard pseudo labels from a teacher's logits: sampled from its softmax (DML Eq. 4, ŷ ~ P(·|x; θ_T)) with
+    `generator`, or the argmax without one. No gradient."""
+    with torch.no_grad():
+        if generator is None:
+            return logits.argmax(-1)
+        probs = logits.detach().float().softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
 def per_sample_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Per-sample CE (float32 even under bf16 autocast), e.g. for small-loss scores."""
     return F.cross_entropy(logits.float(), labels, reduction="none")

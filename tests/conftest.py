@@ -1,15 +1,18 @@
-"""Shared fixtures: small threads budget, tests/ importable (for `fakedata`), runs inside a temp directory."""
+"""Shared fixtures: a small threads budget, every test inside a temp directory.
+
+Helpers live in the `tests/helpers/` package, importable as `helpers.*` through pyproject's `pythonpath`.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # one thread per pytest-xdist worker (`make test` runs two), two otherwise
@@ -21,3 +24,21 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test runs inside a fresh temporary directory (runs/, labels.csv and data/ land there, not in the repo)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: OpenMP threads only add contention on a shared 2-core machine (and in forked DDP workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_wandb_run_left() -> Iterator[None]:
+    """A W&B run started by one test's fit must not be reused by the next test in the same worker process."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

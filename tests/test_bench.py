@@ -1,4 +1,4 @@
-"""`python -m lnl.bench` prints a table and writes the JSON report of DESIGN 5."""
+"""`python -m lnl.bench` prints a table and writes the JSON report (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -84,6 +84,7 @@ def test_labels_do_not_depend_on_training_seed_or_workers(in_tmp: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("wandb")  # one offline W&B service at a time
 def test_wandb_logger_fragment_makes_an_offline_run(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--config", str(CONFIGS / "logger" / "wandb.yaml"),

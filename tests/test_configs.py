@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from fakedata import write_cifar10, write_cifar100, write_cifar_n, write_clothing1m
 
+from helpers.fakedata import write_cifar10, write_cifar100, write_cifar_n, write_clothing1m
 from lnl.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -1,4 +1,4 @@
-"""`NoisyLabelDataModule`: one seeded split, on-the-fly noise, paired noisy + clean streams (DESIGN 3.1-3.2)."""
+"""`NoisyLabelDataModule`: seeded split and noise, paired noisy + clean streams (docs/design.md, "Data")."""
 
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ def _concat(sets: list[ImageSet]) -> ImageSet:
 
 
 class NoisyLabelDataModule(LightningDataModule):
-    """Source -> long tail -> stratified clean / val / noisy split -> seeded noise -> loaders (DESIGN 3).
+    """Source -> long tail -> stratified clean / val / noisy split -> seeded noise -> loaders.
+
+    See docs/design.md, "Data".
 
     Args:
         dataset: source name (`cifar10`, `cifar100`, `clothing1m`, `digits`, `folder_csv`).
@@ -154,7 +156,6 @@ class NoisyLabelDataModule(LightningDataModule):
             given[ids] = noisy
         self.noisy_index, self.clean_index, self.val_index = split.noisy, split.clean, split.val
         self.given_labels, self.true_labels = given, self.train_set.true_labels
-        self.val_set = self.train_set
         self._finish()
 
     def _corrupt(self, parts: list[np.ndarray], seed: int) -> list[np.ndarray]:
@@ -208,7 +209,6 @@ class NoisyLabelDataModule(LightningDataModule):
                               seed=self.hparams.split_seed, num_classes=self.num_classes)  # fmt: skip
             self.noisy_index, self.val_index = held.noisy, held.val
         self.given_labels, self.true_labels = self.train_set.labels, self.train_set.true_labels
-        self.val_set = self.train_set
         self._finish()
 
     def _finish(self) -> None:
@@ -224,7 +224,7 @@ class NoisyLabelDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ persistence
     def labels_csv(self) -> str:
-        """`index,split,true_label,noisy_label` for every used training sample (DESIGN 3.2)."""
+        """`index,split,true_label,noisy_label` for every used training sample (the run's `labels.csv`)."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["index", "split", "true_label", "noisy_label"])
@@ -329,7 +329,7 @@ class NoisyLabelDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if len(self.val_index) == 0:
             return []
-        return self._eval_loader(self.val_set, self.given_labels, self.val_index)
+        return self._eval_loader(self.train_set, self.given_labels, self.val_index)
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_set, self.test_set.labels, np.arange(len(self.test_set)))

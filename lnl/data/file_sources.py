@@ -1,4 +1,4 @@
-"""File-backed sources (DESIGN 3.4): Clothing1M (key lists + kv files) and a user's folder + CSV.
+"""File-backed sources: Clothing1M (key lists + kv files) and a user's folder + CSV.
 
 Registered through :mod:`lnl.data.sources` (which imports this module): ``create_source("clothing1m", root)``.
 """
@@ -64,12 +64,13 @@ def _read_pairs(path: Path, sep: str | None) -> tuple[list[str], np.ndarray, np.
 
 @register_source("clothing1m")
 class Clothing1MSource(DataSource):
-    """Clothing1M (DESIGN 3.4): noisy = noisy_train with its noisy labels (true label = the image's clean
-    label where it has one, else -1), clean = clean_train, val = clean_val, test = clean_test.
+    """Clothing1M (Xiao et al. 2015, "Learning from massive noisy labeled data for image classification").
 
-    The six lists sit in ``root`` or ``root/annotations``; keys are paths relative to ``root``
-    (``images/...``). List sizes differing from the release raise ConfigError (a warning with
-    ``strict_sizes=False``); keys without a label or image fail early, with their count.
+    Parts: noisy = noisy_train with its noisy labels (true label = the image's clean label where it has one,
+    else -1), clean = clean_train, val = clean_val, test = clean_test. The six lists sit in ``root`` or
+    ``root/annotations``; keys are paths relative to ``root`` (``images/...``). List sizes differing from the
+    release raise ConfigError (a warning with ``strict_sizes=False``); keys without a label or image fail
+    early, with their count.
     """
 
     family, num_classes, image_size = "clothing", 14, 224

@@ -17,7 +17,7 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class LabelledImages(Dataset):
-    """Images of one part with the labels to train on; items are dicts (DESIGN 3.1).
+    """Images of one part with the labels to train on; items are dicts (docs/design.md, "Data").
 
     The sampler yields (epoch, index) pairs; each sample's augmentation is drawn from torch's RNG seeded with
     (seed, epoch, index) inside `fork_rng`, so a run does not depend on the worker count and resumes exactly.

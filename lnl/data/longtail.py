@@ -1,4 +1,8 @@
-"""Long-tailed subsampling of a training part (DESIGN 3.3, Cui et al. 2019 exponential profile)."""
+"""Long-tailed subsampling of a training part: the exponential profile of long-tailed CIFAR.
+
+Cui et al., "Class-balanced loss based on effective number of samples", CVPR 2019, arXiv:1901.05555; used by
+the DML paper's long-tailed setting (§5.3, Table 7).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from lnl.errors import ConfigError
 
 
 def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
-    """Per-class sizes int(n_max · (1/ρ)^(i/(C−1))) in float64 then truncation (Cui et al. 2019; DESIGN 3.3).
+    """Per-class sizes int(n_max · (1/ρ)^(i/(C−1))) in float64 then truncation (Cui et al. 2019).
 
     CIFAR-10 with n_max = 5000 and ρ = 100 gives 5000 2997 1796 1077 645 387 232 139 83 50.
     """
@@ -25,7 +29,7 @@ def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> lis
 def longtail_subsample(
     labels, imbalance_ratio: float, seed: int, *, num_classes: int | None = None
 ) -> np.ndarray:
-    """Sorted indices of a long-tailed subset of ``labels`` (clean labels; DESIGN 3.2/3.3, Cui et al. 2019).
+    """Sorted indices of a long-tailed subset of ``labels`` (clean labels; Cui et al. 2019).
 
     Class i keeps ``longtail_counts(n_max, C, ρ)[i]`` samples drawn without replacement with ``seed``;
     class 0 is the head and n_max is the smallest class size (the class size for balanced sources).

@@ -1,4 +1,9 @@
-"""Label-noise generators, transition matrices and label-file reading (DESIGN 3.3).
+"""Label-noise generators, transition matrices and label-file reading.
+
+Class-conditional noise from a transition matrix (Patrini et al., "Making deep neural networks robust to label
+noise: a loss correction approach", CVPR 2017, arXiv:1609.03683; the DML paper's §5.1), instance-dependent
+noise after Xia et al. ("Part-dependent label noise", NeurIPS 2020, arXiv:2006.07836), label files of CIFAR-N
+(Wei et al., "Learning with noisy labels revisited", ICLR 2022, arXiv:2110.12088).
 
 Pure numpy functions: they return new arrays, never mutate their inputs, and are deterministic in ``seed``.
 """
@@ -25,7 +30,7 @@ _KEY_ALIASES = {"aggre": "aggre_label", "worst": "worse_label", "rand1": "random
 
 @dataclass
 class NoiseSpec:
-    """Config group ``data.noise`` (DESIGN 3.3): kind, rate τ, count mode, IDN features/std and label file.
+    """Config group ``data.noise``: kind, rate τ, count, IDN features/std, file (docs/design.md, "Data").
 
     ``features`` selects the IDN features of ``kind: instance``: ``raw`` (default, as in Xia et al.'s official
     code: the flattened image, here scaled to [0, 1]) or ``normalized`` (each feature standardized to zero mean /
@@ -96,14 +101,14 @@ def _check_labels(labels, num_classes: int, what: str = "labels") -> np.ndarray:
 
 
 def cifar10_asymmetric_map() -> np.ndarray:
-    """CIFAR-10 semantic map (DESIGN 3.3): truck→automobile, bird→airplane, deer→horse, cat↔dog."""
+    """CIFAR-10 truck→automobile, bird→airplane, deer→horse, cat↔dog (Patrini et al. 2017; EMLC App. E)."""
     m = np.arange(10)
     m[[9, 2, 4, 3, 5]] = [1, 0, 7, 5, 3]
     return m
 
 
 def superclass_next_map(coarse_of_fine) -> np.ndarray:
-    """CIFAR-100 asymmetric map (DESIGN 3.3): next fine class (ascending, cyclic) within the super-class."""
+    """CIFAR-100: the next fine class (cyclic) in the super-class (Patrini et al. 2017; EMLC App. E)."""
     coarse = np.asarray(coarse_of_fine)
     if coarse.ndim != 1 or not np.issubdtype(coarse.dtype, np.integer):
         raise ConfigError(f"coarse_labels: expected a 1-D integer array (fine -> coarse), got {coarse.shape}")
@@ -117,12 +122,14 @@ def superclass_next_map(coarse_of_fine) -> np.ndarray:
 def transition_matrix(
     kind: str, rate: float, num_classes: int, *, seed: int = 0, class_map=None, coarse_labels=None
 ) -> np.ndarray:
-    """Class-conditional transition matrix Q[true, noisy] (rows sum to 1) for the kinds of DESIGN 3.3.
+    """Class-conditional transition matrix Q[i, j] = P(ỹ = j | y = i), rows sum to 1 (Patrini et al. 2017).
 
-    ``asymmetric`` uses ``class_map`` (class -> target; identity = kept) or, for CIFAR-100, the
-    super-class map built from ``coarse_labels``; ``random_flip`` draws one other target per class from
-    ``seed``; ``block5`` is the Patrini et al. / ELR CIFAR-100 matrix (next index inside consecutive blocks
-    of 5, cyclic).
+    ``symmetric`` (τ/(C−1) off the diagonal) and ``pairflip`` (c → c+1) are Co-teaching's (Han et al., NeurIPS
+    2018, arXiv:1804.06872); ``uniform`` is the "symmetric" noise of MLC / EMLC (EMLC App. E: a uniform label
+    over all C classes). ``asymmetric`` uses ``class_map`` (class -> target; identity = kept) or, for
+    CIFAR-100, the super-class map built from ``coarse_labels``; ``random_flip`` draws one other target per
+    class from ``seed``; ``block5`` is the Patrini et al. / ELR CIFAR-100 matrix (next index inside
+    consecutive blocks of 5, cyclic).
     """
     _check_kind_rate(kind, rate, num_classes)
     C, t = num_classes, float(rate)
@@ -240,7 +247,7 @@ def corrupt_labels(
     labels, kind: str, rate: float, num_classes: int, *, seed: int, count: str = "sampled",
     class_map=None, features=None, idn_std: float = 0.1, normalize_features: bool = False, parts=None,
 ) -> np.ndarray:  # fmt: skip
-    """Return a noisy copy of ``labels`` (DESIGN 3.3); selection is always by the true label.
+    """Return a noisy copy of ``labels``; selection is always by the true label.
 
     ``sampled`` draws each label from Q[y]; ``exact`` makes exactly round(w_c·n_c) labels of class c wrong
     (w_c = τ, or τ(C-1)/C for ``uniform``, 0 for classes a map keeps), wrong labels drawn from Q[c] off the
@@ -294,7 +301,7 @@ def apply_noise(
     spec: NoiseSpec, labels, num_classes: int, *, seed: int, class_map=None, features=None, file_labels=None,
     parts=None,
 ) -> np.ndarray:  # fmt: skip
-    """Apply a :class:`NoiseSpec` (DESIGN 3.3) after validating it; used by the data module.
+    """Apply a :class:`NoiseSpec` after validating it; used by the data module.
 
     ``parts``: sizes of consecutive parts of ``labels`` corrupted by one noise process (training samples
     first, then validation samples; see :func:`corrupt_labels`). ``file_labels``: labels read from
@@ -317,13 +324,13 @@ def apply_noise(
 
 
 def realized_rate(true, noisy) -> float:
-    """Fraction of wrong labels (DESIGN 3.2), ignoring unknown true labels (-1); NaN if all are unknown."""
+    """Fraction of wrong labels, ignoring unknown true labels (-1); NaN if all are unknown."""
     t, n = np.asarray(true), np.asarray(noisy)
     return float(np.mean(t[t >= 0] != n[t >= 0])) if (t >= 0).any() else float("nan")
 
 
 def expected_rate(kind: str, rate: float, num_classes: int, idn_std: float = 0.1, *, class_map=None) -> float:
-    """Expected wrong-label rate, DESIGN 3.3 table (balanced classes).
+    """Expected wrong-label rate for balanced classes (the README's "Noise protocols" table).
 
     ``asymmetric``: τ on the source classes, or τ·(fraction of moved classes) when ``class_map`` is given;
     ``instance``: the mean of Normal(τ, idn_std) truncated to [0, 1] (Xia et al. 2020); ``file``: NaN.
@@ -394,7 +401,7 @@ def _read_csv(path: Path, expected_len: int) -> np.ndarray:
 def read_label_file(
     path, *, key: str | None = None, num_classes: int, expected_len: int, clean_labels=None
 ) -> np.ndarray:
-    """Read noisy labels for ``noise.kind: file`` (DESIGN 3.3): CIFAR-N / CAL ``.pt`` (safe, allow-listed
+    """Read noisy labels for ``noise.kind: file``: CIFAR-N (Wei et al. 2022) / CAL ``.pt`` (safe, allow-listed
     unpickling), ``.npy`` (no pickle), ``.csv`` (``index,label`` or one label per line).
 
     Wrong length, out-of-range labels or a ``clean_label`` entry unlike ``clean_labels``: ConfigError.

@@ -1,4 +1,4 @@
-"""Data sources (DESIGN 3.4): where images and their given labels come from.
+"""Data sources: where images and their given labels come from.
 
 A source is created by name (``create_source("cifar10", root)``) and hands out :class:`ImageSet` parts;
 splitting, long tail and noise happen later (``splits.py``, ``longtail.py``, ``noise.py``). Bad input raises
@@ -56,7 +56,7 @@ class ImageSet:
         return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
     def raw_features(self, indices=None) -> np.ndarray:
-        """Flattened pixels in CHW order scaled to [0, 1], float32 [n, C*H*W] (IDN features, DESIGN 3.3)."""
+        """Flattened CHW pixels scaled to [0, 1], float32 [n, C*H*W]: the IDN features of Xia et al. 2020."""
         if self.images is None:
             raise ConfigError(
                 "noise.features = raw: needs in-memory images (CIFAR, Digits); file-backed datasets "
@@ -96,10 +96,6 @@ class DataSource:
 
     def asymmetric_map(self) -> np.ndarray | None:
         """Class map for ``noise.kind: asymmetric`` (None: the kind is not defined for this source)."""
-        return None
-
-    def coarse_labels(self) -> np.ndarray | None:
-        """Fine -> coarse (super-class) map [C], or None."""
         return None
 
     def predefined_parts(self) -> dict[str, ImageSet] | None:
@@ -295,9 +291,12 @@ class DigitsSource(DataSource):
 
 
 def clothing_balanced_subsample(labels, samples_per_epoch: int, seed: int, epoch: int) -> np.ndarray:
-    """Class-balanced per-epoch subsample (DESIGN 3.4, as in DivideMix): ``samples_per_epoch // C`` indices
-    per class (the remainder to random classes), without replacement and capped at the class size; sorted.
-    Depends only on (labels, seed, epoch), so every rank draws the same indices."""
+    """Class-balanced per-epoch subsample, as DivideMix's on Clothing1M (Li et al. 2020, arXiv:2002.07394).
+
+    ``samples_per_epoch // C`` indices per class (the remainder to random classes), without replacement and
+    capped at the class size; sorted. Depends only on (labels, seed, epoch), so every rank draws the same
+    indices.
+    """
     labels = np.asarray(labels)
     if samples_per_epoch <= 0:
         raise ConfigError(f"samples_per_epoch = {samples_per_epoch}: must be a positive integer")

@@ -1,4 +1,4 @@
-"""Stratified clean / val / noisy split of a source's training part (DESIGN 3.2)."""
+"""Stratified clean / val / noisy split of a source's training part (docs/design.md, "Data")."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lnl.errors import ConfigError
 
 @dataclass
 class Split:
-    """Disjoint, sorted index arrays into the source's training part (DESIGN 3.2)."""
+    """Disjoint, sorted index arrays into the source's training part."""
 
     noisy: np.ndarray
     clean: np.ndarray
@@ -27,8 +27,9 @@ def make_split(
     subset=None,
     num_classes: int | None = None,
 ) -> Split:
-    """Stratified split (DESIGN 3.2): per class, ``clean_per_class`` clean then ``val_per_class`` val samples
-    drawn with ``seed`` from ``subset`` (e.g. long-tail indices; default all), the rest is the noisy set.
+    """Stratified split (a class-balanced clean set, as in EMLC §4.1): per class, ``clean_per_class`` clean
+    then ``val_per_class`` val samples drawn with ``seed`` from ``subset`` (e.g. long-tail indices; default
+    all); the rest is the noisy set.
 
     ``labels`` are the clean labels of the whole training part; a class with fewer than
     clean_per_class + val_per_class samples raises ConfigError.

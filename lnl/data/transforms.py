@@ -1,4 +1,4 @@
-"""Train / eval pipelines per dataset family (DESIGN 3.5): PIL image -> normalized float32 tensor [C, H, W].
+"""Train / eval pipelines per dataset family: PIL image -> normalized float32 tensor [C, H, W].
 
 All randomness comes from torch's global RNG (torchvision draws with ``torch.rand`` / ``torch.randint``),
 which the data module seeds per (seed, epoch, index) around each call: augmentations are reproducible and
@@ -98,13 +98,14 @@ class DigitsRandAugment(T.RandAugment):
 def build_transforms(
     family: str, *, mean: Sequence[float], std: Sequence[float], image_size: int
 ) -> Transforms:
-    """Pipelines of DESIGN 3.5 for ``family`` ("cifar" | "clothing" | "digits" | "generic").
+    """Pipelines for ``family`` ("cifar" | "clothing" | "digits" | "generic").
 
     - cifar: weak = RandomCrop(size, pad size/8 = 4) + HorizontalFlip; strong = weak + RandAugment(2 ops,
-      magnitude 9/31) + Cutout(size/2) (UDA); clean = weak + AutoAugment(CIFAR10 policy); eval = normalize.
+      magnitude 9/31) + Cutout(size/2) (UDA: Xie et al., NeurIPS 2020, arXiv:1904.12848); clean = weak +
+      AutoAugment(CIFAR10 policy) (EMLC, arXiv:2305.12961, §3.6 and Table 4); eval = normalize.
     - clothing / generic (ImageNet-style; 224 for Clothing1M): weak = Resize(size*256/224) +
-      RandomCrop(size) + flip; eval = Resize + CenterCrop; strong = weak + RandAugment(2, 9); clean = weak +
-      AutoAugment(ImageNet policy).
+      RandomCrop(size) + flip; eval = Resize + CenterCrop (cf. the DML paper's Clothing1M test crop, §5.1);
+      strong = weak + RandAugment(2, 9); clean = weak + AutoAugment(ImageNet policy) (EMLC Table 4).
     - digits (8x8, 1 channel): weak = RandomCrop(size, padding=1), no flip (digits are not flip-invariant);
       strong = weak + :class:`DigitsRandAugment` (2 ops, magnitude 9/31: 1 px translation, +-9 deg rotation,
       shear 0.09, +-27% brightness/contrast/sharpness, 7-bit posterize, autocontrast, equalize), mild enough

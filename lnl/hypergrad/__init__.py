@@ -1,4 +1,4 @@
-"""Meta-gradient engine shared by the bi-level methods (DESIGN 2, 4): method-agnostic plain functions."""
+"""Meta-gradient engine shared by the bi-level methods (docs/design.md): method-agnostic plain functions."""
 
 from lnl.hypergrad.distributed import all_reduce_grads, all_reduce_mean, all_reduce_mean_dict, world_size
 from lnl.hypergrad.functional import (
@@ -6,17 +6,14 @@ from lnl.hypergrad.functional import (
     frozen_buffers,
     functional_forward,
     named_params,
-    restore_params_,
     snapshot_buffers,
     snapshot_params,
 )
 from lnl.hypergrad.jvp import (
     log_probs,
     logprob_jvp,
-    logprob_jvp_double_backward,
     loss_jvp,
     output_jvp,
-    output_jvp_double_backward,
 )
 from lnl.hypergrad.metagrad import (
     clean_grad,
@@ -31,6 +28,15 @@ from lnl.hypergrad.metagrad import (
     unrolled_metagrad,
     weight_surrogate,
 )
+from lnl.hypergrad.weights import (
+    l2rw_weights,
+    lookahead,
+    unrolled_weight_metagrad,
+    virtual_step,
+    weight_coefficients,
+    weight_sensitivities,
+    weighted_loss,
+)
 
 __all__ = [
     "all_reduce_grads",
@@ -41,15 +47,12 @@ __all__ = [
     "frozen_buffers",
     "functional_forward",
     "named_params",
-    "restore_params_",
     "snapshot_buffers",
     "snapshot_params",
     "log_probs",
     "logprob_jvp",
-    "logprob_jvp_double_backward",
     "loss_jvp",
     "output_jvp",
-    "output_jvp_double_backward",
     "clean_grad",
     "effective_lrs",
     "kstep_coefficients",
@@ -61,4 +64,11 @@ __all__ = [
     "soft_target_surrogate",
     "unrolled_metagrad",
     "weight_surrogate",
+    "l2rw_weights",
+    "lookahead",
+    "unrolled_weight_metagrad",
+    "virtual_step",
+    "weight_coefficients",
+    "weight_sensitivities",
+    "weighted_loss",
 ]

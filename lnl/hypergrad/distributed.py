@@ -1,4 +1,4 @@
-"""Averaging across ranks for gradients written outside DDP's hooks (DESIGN 4: autograd.grad, forward-mode AD).
+"""Averaging across ranks for gradients written outside DDP's hooks (autograd.grad, forward-mode AD).
 
 All functions are no-ops outside an initialized `torch.distributed` process group with more than one rank. They
 use one coalesced all-reduce per dtype/device, so every rank must call them with the same tensors in the same order.

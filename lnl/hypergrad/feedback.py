@@ -23,7 +23,7 @@ teacher-student method.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lnl.errors import ConfigError
+from lnl.hypergrad.distributed import all_reduce_mean_dict
 from lnl.hypergrad.functional import ParamDict, functional_forward, named_params, wide
 
 FeedbackSign = Literal["paper", "mpl_code"]
@@ -74,7 +75,7 @@ def first_order_feedback(
     sign: str = "paper",
     reduce: Reduce | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """First-order feedback h = L_𝒮(θ) − L_𝒮(θ') (DESIGN 4.4) from per-sample losses [B] before/after the step.
+    """First-order feedback h = L_𝒮(θ) − L_𝒮(θ') (DML Eq. 7, first order) from per-sample losses [B] before/after the step.
 
     `mask` (bool [B]) selects 𝒮 (all samples when None). Returns (h, n): the signed scalar h (0 when 𝒮 is empty
     everywhere) and the number of samples it averages over (global under `reduce`).
@@ -102,7 +103,7 @@ def per_class_feedback(
     sign: str = "paper",
     reduce: Reduce | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Per-class first-order feedback h(c) = mean over 𝒮 ∩ {ỹ = c} of ℓ_i(θ) − ℓ_i(θ') (DESIGN 4.5).
+    """Per-class first-order feedback h(c) = mean over 𝒮 ∩ {ỹ = c} of ℓ_i(θ) − ℓ_i(θ') (DML Eq. 8, per class).
 
     Free from the same two forwards as `first_order_feedback`. Returns (h_c [C], n_c [C]); h_c = 0 where n_c = 0.
     """
@@ -139,18 +140,26 @@ def flat_dot(xs: Sequence[Tensor | None], ys: Sequence[Tensor | None]) -> Tensor
     return torch.dot(fx, fy)
 
 
+def _scaled(grads: Mapping[str, Tensor], lr: float | Mapping[str, float]) -> dict[str, Tensor]:
+    return {n: g * (float(lr[n]) if isinstance(lr, Mapping) else float(lr)) for n, g in grads.items()}
+
+
 def exact_feedback(
     grads_after: Sequence[Tensor | None],
     grads_pseudo: Sequence[Tensor | None],
-    lr: float,
+    lr: float | Sequence[float],
     *,
     sign: str = "paper",
 ) -> Tensor:
     """Exact feedback h = η·⟨∇L_𝒮(θ'), ∇L_pseudo(θ)⟩ (DML Eq. 7 / Algorithm 2 line 9, times η).
 
     `grads_after` is the gradient of the trusted loss at the updated student θ', `grads_pseudo` the gradient of
-    the pseudo-label term at θ that drove the step. Under DDP both must already be global (averaged) gradients.
+    the pseudo-label term at θ that drove the step, `lr` η (a float or one per parameter, in the lists' order).
+    Under DDP both must already be global (averaged) gradients.
     """
+    if isinstance(lr, Sequence):
+        grads_pseudo = [None if g is None else g * float(e) for g, e in zip(grads_pseudo, lr)]
+        return check_sign(sign) * flat_dot(grads_after, grads_pseudo)
     return check_sign(sign) * lr * flat_dot(grads_after, grads_pseudo)
 
 
@@ -167,13 +176,14 @@ def lookahead_feedback(
     x: Tensor,
     labels: Tensor,
     direction: dict[str, Tensor],
-    lr: float,
+    lr: float | Mapping[str, float],
     *,
     graph_after: bool = False,
 ) -> LookAhead:
     """Per-sample losses before and after a momentum-free look-ahead step θ' = θ − η·g (DML Eq. 4 and 7).
 
-    `direction` maps parameter names to g (the pseudo-label gradient g_pl, global under DDP). Both forwards are
+    `direction` maps parameter names to g (the pseudo-label gradient g_pl, global under DDP), `lr` is η (a float
+    or one per parameter name). Both forwards are
     functional (cloned buffers, the module's BN mode) and run with autocast off in float32 or wider, so
     s_i = before_i − after_i is the per-sample feedback of Eq. 7 to first order in η. With `graph_after` the
     after-losses keep their graph to the leaves θ' (for the exact h).
@@ -185,8 +195,10 @@ def lookahead_feedback(
             before = F.cross_entropy(
                 wide(functional_forward(module, params, None, x)), labels, reduction="none"
             )
-            virtual = {n: p.detach() - lr * direction[n].to(p.dtype) if n in direction else p.detach()
-                       for n, p in params.items()}  # fmt: skip
+            step = _scaled(direction, lr)
+            virtual = {
+                n: p.detach() - step[n].to(p.dtype) if n in step else p.detach() for n, p in params.items()
+            }
         for p in virtual.values():
             p.requires_grad_(graph_after)
         with torch.set_grad_enabled(graph_after):
@@ -194,3 +206,51 @@ def lookahead_feedback(
                 wide(functional_forward(module, virtual, None, x)), labels, reduction="none"
             )
     return LookAhead(before, after, virtual)
+
+
+class Feedback:
+    """A feedback estimator of DML's h from the look-ahead (Eq. 7), picked by name (`feedback`)."""
+
+    name: str = ""
+    graph_after: bool = False  # whether the look-ahead keeps the after-losses' graph
+
+    def __call__(
+        self, look: LookAhead, mask: Tensor, g_pl: Mapping[str, Tensor], lr: Mapping[str, float],
+        per_rank_count: Tensor, sign: str, reduce: Reduce | None,
+    ) -> Tensor:  # fmt: skip
+        raise NotImplementedError
+
+
+class FirstOrderFeedback(Feedback):
+    """h = mean over 𝒮 of ℓ_i(θ) − ℓ_i(θ'): two forwards, global under `reduce`."""
+
+    name = "first_order"
+
+    def __call__(self, look, mask, g_pl, lr, per_rank_count, sign, reduce):  # noqa: ANN001
+        return first_order_feedback(look.before, look.after, mask, sign=sign, reduce=reduce)[0].detach()
+
+
+class ExactFeedback(Feedback):
+    """h = η⟨∇L_𝒮(θ'), g_pl⟩ with ∇L_𝒮(θ') the global mean gradient over 𝒮 (one more backward)."""
+
+    name = "exact"
+    graph_after = True
+
+    def __call__(self, look, mask, g_pl, lr, per_rank_count, sign, reduce):  # noqa: ANN001
+        virtual = look.params_after
+        loss = (look.after * mask.to(look.after.dtype)).sum() / per_rank_count
+        grads = torch.autograd.grad(loss, list(virtual.values()), allow_unused=True)
+        g_after = all_reduce_mean_dict(
+            {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(virtual.items(), grads)}
+        )
+        lrs = [float(lr[k]) for k in g_after]
+        return exact_feedback(list(g_after.values()), [g_pl[k] for k in g_after], lrs, sign=sign).detach()
+
+
+FEEDBACKS: dict[str, type[Feedback]] = {c.name: c for c in (FirstOrderFeedback, ExactFeedback)}
+
+
+def create_feedback(name: str) -> Feedback:
+    """The feedback estimator called `name`; a one-line ConfigError otherwise."""
+    check_mode(name)
+    return FEEDBACKS[name]()

@@ -1,4 +1,4 @@
-"""Parameter/buffer snapshots and functional forwards with cloned buffers (DESIGN 4, "look-ahead and JVP passes").
+"""Parameter/buffer snapshots and functional forwards with cloned buffers (EMLC, arXiv:2305.12961, Eqs. 10-12; DML Eq. 7).
 
 Every meta-gradient pass (look-ahead, clean gradient at θ', JVP at a snapshot θ) evaluates the network as a pure
 function of a parameter dict. Buffers are always *cloned* before such a call, so BatchNorm running statistics (and
@@ -63,14 +63,6 @@ def frozen_buffers(module: nn.Module) -> Iterator[None]:
 def clone_buffers(buffers: Mapping[str, Tensor]) -> ParamDict:
     """Fresh clones of a buffer dict, to be consumed (and possibly mutated) by one functional call."""
     return {n: b.clone() for n, b in buffers.items()}
-
-
-def restore_params_(module: nn.Module, snapshot: Mapping[str, Tensor]) -> None:
-    """Copy a snapshot back into the live parameters in place (optimizer state is untouched)."""
-    live = dict(module.named_parameters())
-    with torch.no_grad():
-        dst = [live[n] for n in snapshot]
-        torch._foreach_copy_(dst, list(snapshot.values()))
 
 
 def functional_forward(

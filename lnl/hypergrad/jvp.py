@@ -3,7 +3,7 @@
 `u = J_{φ(f(x; θ))} · v` for a whole batch: row i is the directional derivative of sample i's output φ(f(x_i; θ))
 (log-probabilities [B, C] or a per-sample loss [B]) along the parameter direction v. Forward-mode AD
 (dual tensors, or `torch.func.jvp`) computes it in one pass costing about three forwards; the double-backward
-variant (two reverse passes) is kept as a test oracle. Both run the network functionally with cloned buffers
+variant (two reverse passes) is the tests' oracle (`tests/helpers/oracles.py`). Both run the network functionally with cloned buffers
 (see `functional.py` for the BatchNorm mode). Under train-mode BatchNorm, sample i's output depends on the whole
 batch through the batch statistics; J is then the Jacobian of the batched map, which is exactly the Jacobian that
 the training step's gradient uses, so the identities of `metagrad.py` stay exact.
@@ -106,36 +106,3 @@ def loss_jvp(
         return -log_probs(logits).gather(1, y[:, None]).squeeze(1)
 
     return output_jvp(module, params, buffers, x, tangents, per_sample_ce, backend)
-
-
-def output_jvp_double_backward(
-    module: nn.Module,
-    params: Mapping[str, Tensor],
-    buffers: Mapping[str, Tensor] | None,
-    x: Any,
-    tangents: Mapping[str, Tensor],
-    output_map: OutputMap = log_probs,
-) -> Tensor:
-    """Oracle for `output_jvp`: J·v = ∂/∂r ⟨J^T r, v⟩ with a dummy cotangent r (two reverse passes)."""
-    primals, tans, fixed = _split(params, tangents)
-    with torch.enable_grad():
-        leaves = {n: p.clone().requires_grad_(True) for n, p in primals.items()}
-        out = output_map(functional_forward(module, {**fixed, **leaves}, buffers, x))
-        r = torch.zeros_like(out, requires_grad=True)
-        vjp = torch.autograd.grad(
-            out, list(leaves.values()), grad_outputs=r, create_graph=True, allow_unused=True
-        )
-        dot = sum((g * tans[n]).sum() for n, g in zip(leaves, vjp) if g is not None)
-        (jv,) = torch.autograd.grad(dot, r, allow_unused=True)
-    return torch.zeros_like(out) if jv is None else jv.detach()
-
-
-def logprob_jvp_double_backward(
-    module: nn.Module,
-    params: Mapping[str, Tensor],
-    buffers: Mapping[str, Tensor] | None,
-    x: Any,
-    tangents: Mapping[str, Tensor],
-) -> Tensor:
-    """Oracle for `logprob_jvp`'s u by double backward."""
-    return output_jvp_double_backward(module, params, buffers, x, tangents, log_probs)

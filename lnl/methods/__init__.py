@@ -4,7 +4,9 @@ from lnl.methods.base import LNLModule
 from lnl.methods.ce import CE
 from lnl.methods.dml import DML
 from lnl.methods.emlc import EMLC
+from lnl.methods.l2rw import L2RW
 from lnl.methods.mlc import MLC
+from lnl.methods.mwnet import MWNet
 from lnl.methods.simclr import SimCLR
 
-__all__ = ["CE", "DML", "EMLC", "LNLModule", "MLC", "SimCLR"]
+__all__ = ["CE", "DML", "EMLC", "L2RW", "LNLModule", "MLC", "MWNet", "SimCLR"]

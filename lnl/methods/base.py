@@ -1,4 +1,4 @@
-"""`LNLModule`: what every method shares (DESIGN 4): networks, metrics, val/test, optimizers, manual-step helpers."""
+"""`LNLModule`: what every method shares : networks, metrics, val/test, optimizers, manual-step helpers."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from lnl.models.init import load_matching_state
 
 
 class NonFiniteError(RuntimeError):
-    """A loss or gradient term became NaN/inf (DESIGN 6); the message names the step and the term."""
+    """A loss or gradient term became NaN/inf; the message names the step and the term."""
 
 
 def check_manual_trainer_settings(
     method: str, precision: Any, gradient_clip_val: float | None = None, accumulate_grad_batches: int = 1
 ) -> None:
-    """Refuse Trainer settings that break hand-written (meta-)gradients of a manual-optimization method (DESIGN 4)."""
+    """Refuse Trainer settings that break hand-written (meta-)gradients of a manual-optimization method."""
     if str(precision) in ("16-mixed", "16", "16-true"):
         raise ConfigError(
             f"trainer.precision = {str(precision)!r} for {method}: fp16 loss scaling would silently rescale "
@@ -124,7 +124,7 @@ class LNLModule(LightningModule):
         return {"student": self.student}
 
     def load_init_checkpoint(self) -> None:
-        """Load `init_checkpoint` (SSL / pretrained backbone weights, DESIGN 4.2) into `init_targets()`."""
+        """Load `init_checkpoint` (SSL / pretrained backbone weights; EMLC starts from SimCLR) into `init_targets()`."""
         if self.hparams.get("init_checkpoint"):
             load_matching_state(self.hparams.init_checkpoint, self.init_targets())
 
@@ -152,7 +152,7 @@ class LNLModule(LightningModule):
             )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Manual-optimization methods average every gradient by hand (DESIGN 4): keep DDP's reducer idle.
+        """Manual-optimization methods average every gradient by hand: keep DDP's reducer idle.
 
         Lightning re-enables `require_backward_grad_sync` after each training step, so this runs every batch.
         """

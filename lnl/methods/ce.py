@@ -1,4 +1,4 @@
-"""CE (empirical risk minimisation) on the noisy labels: the baseline and the unit of every speed ratio (DESIGN 4.1)."""
+"""CE (empirical risk minimisation) on the noisy labels: the baseline and the unit of every speed ratio."""
 
 from __future__ import annotations
 

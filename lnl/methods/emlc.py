@@ -1,28 +1,29 @@
-"""EMLC: Enhanced Meta Label Correction (DESIGN 4.2; paper Props. 1-3, Eqs. 10-12).
+"""EMLC: Enhanced Meta Label Correction (Keren Taraday & Baskin, ICCV 2023, arXiv:2305.12961; Eqs. 10-12).
 
-All meta-gradient maths lives in `lnl.hypergrad`, the teacher in `lnl.models.teachers`, and what EMLC shares with
-MLC (the student's soft-target step, the jvp|unrolled meta-gradient, gradient averaging) in `meta_step.py`.
+The meta-gradient estimators live in `lnl.hypergrad.estimators`, the teacher in `lnl.models.teachers`, and what
+every meta-learner shares (optimizers, the `mix_gold` split, the step primitive) in `bilevel.py`.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lnl.errors import ConfigError
-from lnl.hypergrad import frozen_buffers, soft_target_surrogate
+from lnl.hypergrad import frozen_buffers
+from lnl.hypergrad.estimators import SOFT_TARGETS, StudentStep, add_grads, create_hypergrad
 from lnl.hypergrad.functional import wide
-from lnl.methods.base import LNLModule, has_true_labels
-from lnl.methods.meta_step import MetaStepMixin, add_grads, check_choice
+from lnl.methods.base import has_true_labels
+from lnl.methods.bilevel import TeacherStudent, check_choice
 from lnl.models.teachers import LabelCorrector
 
 
-class EMLC(MetaStepMixin, LNLModule):
+class EMLC(TeacherStudent):
     """EMLC: student S, label-correcting teacher (own backbone + 128-d label embedding + gate), meta-learned.
 
     Per batch: teacher CE (+ BCE on corrupted clean labels) gradients on the clean batch (AutoAugment), then
@@ -56,10 +57,6 @@ class EMLC(MetaStepMixin, LNLModule):
     def __init__(
         self,
         num_classes: int,
-        teacher_backbone: str | None = None,
-        teacher_backbone_kwargs: dict[str, Any] | None = None,
-        teacher_optimizer: OptimizerCallable = torch.optim.SGD,
-        teacher_scheduler: LRSchedulerCallable | None = None,
         k: int = 1,
         hypergrad: Literal["jvp", "unrolled"] = "jvp",
         corruption: Literal["none", "random", "adversarial"] = "none",
@@ -71,29 +68,18 @@ class EMLC(MetaStepMixin, LNLModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, **kwargs)
-        check_choice("hypergrad", hypergrad, ("jvp", "unrolled"))
+        self.hypergrad = create_hypergrad(hypergrad, SOFT_TARGETS)
         check_choice("corruption", corruption, ("none", "random", "adversarial"))
         check_choice("kstep_reduction", kstep_reduction, ("sum", "mean"))
         check_choice("kstep_targets", kstep_targets, ("recompute", "keep"))
-        if k < 1 or (hypergrad == "unrolled" and k != 1):
-            raise ConfigError(f"model.k = {k}: must be >= 1 (and 1 with hypergrad: unrolled)")
-        self.automatic_optimization = False
-        same = teacher_backbone is None
-        backbone = self.build_backbone(
-            self.hparams.backbone if same else teacher_backbone,
-            self.hparams.backbone_kwargs if same else teacher_backbone_kwargs,
-        )
-        self.teacher = LabelCorrector(backbone, num_classes, embed_dim, gate_hidden)
-        self.teacher_optimizer_factory, self.teacher_scheduler_factory = teacher_optimizer, teacher_scheduler
-        self._pending: list[dict[str, Any]] = []
+        max_k = self.hypergrad.max_k
+        if k < 1 or (max_k is not None and k > max_k):
+            raise ConfigError(f"model.k = {k}: must be >= 1 (and <= {max_k} with hypergrad: {hypergrad})")
+        self.teacher = LabelCorrector(self.teacher, num_classes, embed_dim, gate_hidden)
+        self._pending: list[StudentStep] = []
 
     def init_targets(self) -> dict[str, nn.Module]:
         return {"student": self.student, "teacher": self.teacher.backbone}
-
-    def configure_optimizers(self) -> Any:
-        return self.two_optimizers(
-            self.teacher.parameters(), self.teacher_optimizer_factory, self.teacher_scheduler_factory
-        )
 
     def on_train_epoch_start(self) -> None:
         self._pending = []
@@ -130,60 +116,40 @@ class EMLC(MetaStepMixin, LNLModule):
         x, y, xc, yc = nb["x"], nb["y"], cb["x"], cb["y"]
         n_batches = self.trainer.num_training_batches
         closes = len(self._pending) + 1 >= hp.k or (n_batches != float("inf") and batch_idx + 1 >= n_batches)
-        meta = (xc, yc)
-        x_s, gold = x, None
-        if hp.mix_gold:
-            half = yc.shape[0] // 2
-            gold, meta = F.one_hot(yc[:half], self.num_classes), (xc[half:], yc[half:])
-            x_s = torch.cat([x, xc[:half]])
+        split = self.mix_gold(x, (xc, yc))
         t_params = list(self.teacher.parameters())
         sup, logs = self._teacher_supervised(xc, yc) if closes else (None, {})
 
-        later = hp.hypergrad == "jvp" and hp.kstep_targets == "recompute" and not closes
-        with torch.no_grad() if later else nullcontext():  # its graph is rebuilt at the meta step
-            h, t_logits = self.teacher.features_and_logits(x)
-            q, a = self.teacher.correct(h, t_logits, y)
-        targets = q if gold is None else torch.cat([q, gold.to(q.dtype)])
-        out = self._soft_target_step(s_opt, self.student(x_s), targets, t_params, meta)
-        if out is None:  # skipped (on_nonfinite: skip)
+        later = hp.kstep_targets == "recompute" and not closes  # its graph is rebuilt at the meta step
+        with torch.no_grad() if later else nullcontext():
+            q, a = self.teacher.correct(*self.teacher.features_and_logits(x), y)
+        targets = q if split.gold is None else torch.cat([q, split.gold.to(q.dtype)])
+        step = self.hypergrad.student_step(
+            self.student, *self.lookahead_rule(s_opt), self.student(split.x_student), targets, t_params,
+            split.meta, split.x_student, len(q), inputs=(x, y),
+        )  # fmt: skip
+        if not self.check_finite("student loss", step.loss):
+            return
+        if not self.apply_grads(s_opt, list(self.student.parameters()), step.grads, "student gradient"):
             return
         self._log_targets(q, a, nb)
-        logs["train/loss_student"] = out["loss"]
-        if hp.hypergrad == "jvp":
-            self._pending.append({"theta": out["theta"], "eta": out["eta"], "x": x_s, "q": q,
-                                  "denom": x_s.shape[0], "x_t": x, "y": y})  # fmt: skip
+        self._pending.append(step)
+        logs["train/loss_student"] = step.loss
         if closes:
-            if hp.hypergrad == "jvp":
-                meta_grads, meta_loss = self._teacher_meta_grads(t_params, meta)
-            else:
-                meta_grads, meta_loss = out["meta_grads"], self.all_reduce_mean(out["meta_loss"])
+            meta = self.hypergrad.meta_gradient(
+                self.student, self._pending, t_params, split.meta, hp.kstep_reduction, self._rebuilt_targets
+            )
             self._pending = []
-            grads = add_grads(sup, meta_grads)
-            self._apply_grads(t_opt, t_params, grads, "teacher meta-gradient")
-            logs["train/meta_loss"] = meta_loss
+            self.apply_grads(t_opt, t_params, add_grads(sup, meta.grads), "teacher meta-gradient")
+            logs["train/meta_loss"] = self.all_reduce_mean(meta.clean_loss)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=y.shape[0])
 
-    def _teacher_meta_grads(self, t_params: list[Tensor], meta: tuple[Tensor, Tensor]) -> tuple[list, Tensor]:
-        """∇_α of the k-step surrogate (Eq. 11). Targets stored without a graph (`kstep_targets: recompute`) are
-        recomputed one batch at a time with BN statistics frozen, so one teacher graph is alive at a time."""
-        sur, us, meta_loss = self._jvp_meta(self._pending, meta, self.hparams.kstep_reduction)
-        if all(p["q"].requires_grad for p in self._pending):
-            return list(torch.autograd.grad(sur, t_params, allow_unused=True)), meta_loss
-        grads: list[Tensor | None] = [None] * len(t_params)
-        kept_first = sorted(zip(self._pending, us), key=lambda pu: not pu[0]["q"].requires_grad)
-        for p, u in kept_first:  # a kept graph goes before any rebuild touches the BN statistics it saved
-            if p["q"].requires_grad:
-                g = torch.autograd.grad(
-                    soft_target_surrogate(u, p["q"], p["denom"]), t_params, allow_unused=True
-                )
-            else:
-                with frozen_buffers(self.teacher):  # restored after the backward
-                    q = self.teacher.correct(*self.teacher.features_and_logits(p["x_t"]), p["y"])[0]
-                    g = torch.autograd.grad(
-                        soft_target_surrogate(u, q, p["denom"]), t_params, allow_unused=True
-                    )
-            grads = add_grads(grads, list(g))
-        return grads, meta_loss
+    @contextmanager
+    def _rebuilt_targets(self, step: StudentStep) -> Iterator[Tensor]:
+        """q of an earlier batch of the k-cycle, rebuilt with BN statistics frozen (restored after the backward)."""
+        x, y = step.inputs
+        with frozen_buffers(self.teacher):
+            yield self.teacher.correct(*self.teacher.features_and_logits(x), y)[0]
 
     def _log_targets(self, q: Tensor, a: Tensor, nb: dict[str, Any]) -> None:
         """Gate means (overall, on right / wrong noisy labels) and per-epoch label recovery (needs y_true)."""

@@ -1,4 +1,4 @@
-"""MLC: Meta Label Correction (Zheng et al. 2021), the baseline of EMLC (DESIGN 4.3).
+"""MLC: Meta Label Correction (Zheng, Awadallah & Dumais, AAAI 2021, arXiv:1911.03809), EMLC's baseline.
 
 The meta-net reads the student's detached penultimate features and the noisy label; its meta-gradient is the
 one-step look-ahead gradient of the clean loss, computed either faithfully through a differentiable virtual step
@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 
 from lnl.errors import ConfigError
-from lnl.methods.base import LNLModule, has_true_labels
-from lnl.methods.meta_step import MetaStepMixin, check_choice
+from lnl.hypergrad.estimators import SOFT_TARGETS, StudentStep, create_hypergrad
+from lnl.methods.base import has_true_labels
+from lnl.methods.bilevel import BilevelModule
 from lnl.models.backbones import features_and_logits
 from lnl.models.teachers import MetaLabelNet
 
@@ -24,7 +25,7 @@ def _adam_3e4(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=3e-4)
 
 
-class MLC(MetaStepMixin, LNLModule):
+class MLC(BilevelModule):
     """Student S and meta-net q(sg h_S(x), ỹ); per batch one real student step and one meta step.
 
     Order (as the original): S(x) and h → q → student loss softCE(S(x), q) (+ CE on half the clean batch with
@@ -39,10 +40,7 @@ class MLC(MetaStepMixin, LNLModule):
 
     needs_clean: ClassVar[bool] = True
     epoch_means: ClassVar[tuple[str, ...]] = ("train/label_recovery",)
-    bench_variants: ClassVar[dict[str, dict]] = {
-        "jvp": {"hypergrad": "jvp"},
-        "unrolled": {"hypergrad": "unrolled"},
-    }
+    bench_variants: ClassVar[dict[str, dict]] = {n: {"hypergrad": n} for n in SOFT_TARGETS}
 
     def __init__(
         self,
@@ -56,43 +54,41 @@ class MLC(MetaStepMixin, LNLModule):
         hidden: int = 128,
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes, **kwargs)
-        check_choice("hypergrad", hypergrad, ("jvp", "unrolled"))
+        super().__init__(num_classes, meta_optimizer, meta_scheduler, **kwargs)
+        self.hypergrad = create_hypergrad(hypergrad, SOFT_TARGETS)
         if embed_dim < 1 or hidden < 1:
             raise ConfigError(f"model.embed_dim/hidden = {embed_dim}/{hidden}: must be positive")
-        self.automatic_optimization = False
         self.meta_net = MetaLabelNet(int(self.student.num_features), num_classes, embed_dim, hidden, skip)
-        self.meta_optimizer_factory, self.meta_scheduler_factory = meta_optimizer, meta_scheduler
 
-    def configure_optimizers(self) -> Any:
-        return self.two_optimizers(
-            self.meta_net.parameters(), self.meta_optimizer_factory, self.meta_scheduler_factory
-        )
+    def meta_module(self) -> nn.Module:
+        return self.meta_net
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
+        nb, cb = batch["noisy"], batch["clean"]
         s_opt, m_opt = self.optimizers()
-        x, y, xc, yc = nb["x"], nb["y"], cb["x"], cb["y"]
-        meta, x_s, gold = (xc, yc), x, None
-        if hp.mix_gold:
-            half = yc.shape[0] // 2
-            gold, meta = F.one_hot(yc[:half], self.num_classes), (xc[half:], yc[half:])
-            x_s = torch.cat([x, xc[:half]])
-        feats, logits = features_and_logits(self.student, x_s)
+        y = nb["y"]
+        split = self.mix_gold(nb["x"], (cb["x"], cb["y"]))
+        feats, logits = features_and_logits(self.student, split.x_student)
         q = self.meta_net(feats[: y.shape[0]], y)
-        targets = q if gold is None else torch.cat([q, gold.to(q.dtype)])
-        m_params = list(self.meta_net.parameters())
-        out = self._soft_target_step(s_opt, logits, targets, m_params, meta)
-        if out is None:
+        targets = q if split.gold is None else torch.cat([q, split.gold.to(q.dtype)])
+        m_params, s_params = list(self.meta_net.parameters()), list(self.student.parameters())
+        step: StudentStep = self.hypergrad.student_step(
+            self.student,
+            *self.lookahead_rule(s_opt),
+            logits,
+            targets,
+            m_params,
+            split.meta,
+            split.x_student,
+            len(q),
+        )
+        if not self.check_finite("student loss", step.loss):
             return
-        if hp.hypergrad == "jvp":
-            pending = [{"theta": out["theta"], "eta": out["eta"], "x": x_s, "q": q, "denom": x_s.shape[0]}]
-            sur, _, meta_loss = self._jvp_meta(pending, meta, "sum")
-            meta_grads = list(torch.autograd.grad(sur, m_params, allow_unused=True))
-        else:
-            meta_grads, meta_loss = out["meta_grads"], self.all_reduce_mean(out["meta_loss"])
-        self._apply_grads(m_opt, m_params, meta_grads, "meta-net meta-gradient")
-        logs = {"train/loss_student": out["loss"], "train/meta_loss": meta_loss}
+        if not self.apply_grads(s_opt, s_params, step.grads, "student gradient"):
+            return
+        meta = self.hypergrad.meta_gradient(self.student, [step], m_params, split.meta)
+        self.apply_grads(m_opt, m_params, meta.grads, "meta-net meta-gradient")
+        logs = {"train/loss_student": step.loss, "train/meta_loss": self.all_reduce_mean(meta.clean_loss)}
         if has_true_labels(nb):
             y_true = nb["y_true"]
             self.log_masked_mean("train/label_recovery", q.detach().argmax(1) == y_true, y_true >= 0)

@@ -237,19 +237,22 @@ def tiny_mlp(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3,
     return ClassifierNet(trunk, hidden, num_classes)
 
 
+def _our_backbones() -> list[str]:
+    """Sorted names of the backbones this module registers in timm's registry (read from the registry)."""
+    here = timm.list_models(module=__name__.rpartition(".")[2])
+    return [n for n in here if timm.models.model_entrypoint(n).__module__ == __name__]
+
+
 def create_backbone(
     name: str, num_classes: int, *, in_chans: int = 3, pretrained: bool = False, **kwargs: Any
 ) -> nn.Module:
     """Build any registered backbone (ours or timm's) by name with `num_classes` outputs."""
     if not timm.is_model(name):
-        ours = ", ".join(sorted(n for n in timm.list_models() if n.endswith("_cifar") or n in _OURS))
-        raise ConfigError(f"backbone = {name!r} is not a timm model name; CIFAR-style choices: {ours}")
+        ours = ", ".join(_our_backbones())
+        raise ConfigError(f"backbone = {name!r} is not a timm model name; this project's backbones: {ours}")
     return timm.create_model(
         name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
     )
-
-
-_OURS = ("wrn28_2", "wrn28_10", "digits_cnn", "tiny_cnn", "tiny_mlp")
 
 
 def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,8 @@
-"""Optional initialization of a method's backbones from an SSL / pretrained checkpoint (DESIGN 4.2 `init_checkpoint`)."""
+"""Optional `init_checkpoint` of a method's backbones from an SSL / pretrained checkpoint.
+
+EMLC (Keren Taraday & Baskin, ICCV 2023, arXiv:2305.12961) starts its CIFAR runs from SimCLR-pretrained
+backbones (§4.1, Table 4).
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Label-correcting teachers: EMLC's label corrector (EMLC §3.6, Fig. 3) and MLC's meta-net (Zheng et al. 2021).
+"""Meta-networks: EMLC's label corrector (EMLC §3.6, Fig. 3), MLC's meta-net (Zheng et al. 2021) and MW-Net's
+weighting function (Shu et al. 2019).
 
-Both map (sample, noisy label ỹ) to a soft target q over C classes that the student is trained on; their
-parameters are the meta-parameters α of the bi-level problem. Targets are computed in float32 or wider (also
-under bf16 autocast) because the meta-gradient surrogate is linear in them.
+The first two map (sample, noisy label ỹ) to a soft target q over C classes that the student is trained on, the
+last maps a sample's loss to its weight; their parameters are the meta-parameters α of the bi-level problem.
+Targets and weights are computed in float32 or wider (also under bf16 autocast) because the meta-gradient
+surrogates are linear in them.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ class LabelCorrector(nn.Module):
 
 
 class MetaLabelNet(nn.Module):
-    """MLC meta-net: [sg h_student, E(ỹ)] → 128 → tanh → 128 → tanh → C, softmax (Zheng et al. 2021, DESIGN 4.3).
+    """MLC meta-net: [sg h_student, E(ỹ)] → 128 → tanh → 128 → tanh → C, softmax.
+
+    Zheng, Awadallah & Dumais, "Meta label correction for noisy label learning", AAAI 2021, arXiv:1911.03809
+    (the official code's `MetaNet`).
 
     With `skip=True` one extra output unit is a gate logit a and q = w·onehot(ỹ) + (1 − w)·softmax (as EMLC's gate).
     The caller passes the student's penultimate features; they are detached here.
@@ -90,3 +95,20 @@ class MetaLabelNet(nn.Module):
         if self.skip:
             return gated_target(out[:, -1], y, out[:, :-1])
         return F.softmax(wide(out), dim=-1)
+
+
+class WeightNet(nn.Module):
+    """MW-Net's weighting function V(ℓ; α): 1 → hidden → ReLU → 1 → sigmoid on the detached per-sample loss
+    (Shu et al. 2019: an MLP with one hidden layer; the official `VNet(1, 100, 1)`, default Linear init).
+
+    Returns weights in (0, 1) of shape [B], in the parameters' dtype with autocast off.
+    """
+
+    def __init__(self, hidden: int = 100) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, losses: Tensor) -> Tensor:
+        dtype = self.net[0].weight.dtype
+        with torch.autocast(losses.device.type, enabled=False):
+            return torch.sigmoid(self.net(losses.detach().to(dtype)[:, None])).squeeze(1)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fakedata import write_cifar10, write_clothing1m
 from lightning.pytorch import Trainer
 
+from helpers.fakedata import write_cifar10, write_clothing1m
 from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
 from lnl.data.loading import EpochSampler
 from lnl.data.longtail import longtail_counts

@@ -1,4 +1,4 @@
-"""Long-tail counts and subsampling (DESIGN 3.3; Cui et al. 2019)."""
+"""Long-tail counts and subsampling (Cui et al. 2019)."""
 
 from __future__ import annotations
 

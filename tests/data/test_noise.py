@@ -1,4 +1,4 @@
-"""Noise kinds, transition matrices, IDN and label files (DESIGN 3.3)."""
+"""Noise kinds, transition matrices, IDN and label files."""
 
 from __future__ import annotations
 
@@ -226,7 +226,9 @@ def test_idn_realized_rate_and_determinism(t):
     before = x.copy()
     noisy = corrupt_labels(y, "instance", t, 10, seed=5, features=x)
     mean = _truncnorm_mean(t, 0.1)
-    assert mean == pytest.approx({0.2: 0.2055, 0.4: 0.4}[t], abs=1e-4)  # DESIGN 3.3 table
+    assert mean == pytest.approx(
+        {0.2: 0.2055, 0.4: 0.4}[t], abs=1e-4
+    )  # the truncated-normal mean (Xia et al. 2020)
     assert expected_rate("instance", t, 10) == pytest.approx(mean, abs=1e-12)
     assert abs(realized_rate(y, noisy) - mean) < 0.01
     np.testing.assert_array_equal(noisy, corrupt_labels(y, "instance", t, 10, seed=5, features=x))

@@ -1,4 +1,4 @@
-"""Sources read tiny files written in the datasets' real on-disk formats (DESIGN 3.4, 6)."""
+"""Sources read tiny files written in the datasets' real on-disk formats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from fakedata import (
+from PIL import Image
+
+from helpers.fakedata import (
     CIFAR10_CLASSES,
     CIFAR100_COARSE_OF_FINE,
     write_cifar10,
@@ -18,8 +20,6 @@ from fakedata import (
     write_clothing1m,
     write_folder_csv,
 )
-from PIL import Image
-
 from lnl.data import file_sources, sources
 from lnl.data.noise import cifar10_asymmetric_map, read_label_file
 from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source

@@ -1,4 +1,4 @@
-"""Stratified clean / val / noisy splits (DESIGN 3.2)."""
+"""Stratified clean / val / noisy splits."""
 
 from __future__ import annotations
 

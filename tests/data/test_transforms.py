@@ -1,4 +1,4 @@
-"""Transforms (DESIGN 3.5): PIL -> normalized float tensors, right shapes, reproducible under torch's seed."""
+"""Transforms: PIL -> normalized float tensors, right shapes, reproducible under torch's seed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Gradient averaging across ranks: a no-op in one process (two gloo ranks: tests/methods/test_emlc_ddp.py)."""
+"""Gradient averaging is a no-op in one process (two gloo ranks: methods/test_shared_properties.py)."""
 
 from __future__ import annotations
 

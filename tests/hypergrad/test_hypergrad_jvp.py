@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hg_nets import batch, bn_net, mlp, rel_err  # noqa: E402
-
-from lnl.hypergrad import (  # noqa: E402
+from helpers.nets import batch, bn_net, mlp, rel_err
+from helpers.oracles import logprob_jvp_double_backward, output_jvp_double_backward, restore_params_
+from lnl.hypergrad import (
     clean_grad,
     frozen_buffers,
     functional_forward,
     logprob_jvp,
-    logprob_jvp_double_backward,
     loss_jvp,
-    output_jvp_double_backward,
-    restore_params_,
     snapshot_buffers,
     snapshot_params,
 )

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hg_nets import QNet, batch, bn_net, mlp, rel_err  # noqa: E402
-
-from lnl.hypergrad import (  # noqa: E402
+from helpers.nets import QNet, batch, bn_net, mlp, rel_err
+from lnl.hypergrad import (
     clean_grad,
     effective_lrs,
     functional_forward,
@@ -28,7 +23,7 @@ from lnl.hypergrad import (  # noqa: E402
     unrolled_metagrad,
     weight_surrogate,
 )
-from lnl.losses import soft_cross_entropy  # noqa: E402
+from lnl.losses import soft_cross_entropy
 
 
 def _warm_optimizer(net: torch.nn.Module, **kw) -> torch.optim.SGD:

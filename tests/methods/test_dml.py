@@ -1,16 +1,19 @@
-"""Tests for lnl.methods.dml: one DML step, feedback sign, BN hygiene, DDP equivalence, resume, precision."""
+"""DML-specific tests: options, BN hygiene and diagnostics of one step, feedback sign, selection rules under DDP.
+
+What every method shares (fp16 refused, one step per network, resume, bf16, y_true unused, DDP with the
+default rule) is in test_shared_properties.py.
+"""
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -19,15 +22,7 @@ from lnl.methods.dml import DML
 from lnl.methods.selection import SelectionConfig
 
 C = 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: OpenMP threads only add contention on a shared 2-core machine (and forked DDP workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ToySet(Dataset):
@@ -104,27 +99,13 @@ def test_bad_options_are_config_errors():
             make_dml(**kwargs)
 
 
-def test_16_mixed_is_refused_with_a_bf16_hint():
-    model = make_dml()
-    model._trainer = SimpleNamespace(precision="16-mixed", gradient_clip_val=None, accumulate_grad_batches=1)
-    with pytest.raises(ConfigError, match="bf16-mixed"):
-        model.setup("fit")
-
-
 @pytest.mark.parametrize("feedback,score_net", [("first_order", "student"), ("exact", "both")])
-def test_one_step_updates_each_network_once_and_bn_stats_only_in_real_forwards(tmp_path, feedback, score_net):
+def test_bn_stats_only_in_real_forwards_and_selection_logged(tmp_path, feedback, score_net):
     model = make_dml(feedback=feedback, score_net=score_net)
     student0, teacher0 = copy.deepcopy(model.student), copy.deepcopy(model.teacher)
-    steps = {"student": 0, "teacher": 0}
     rec = Record()
-
-    class Count(Callback):
-        def on_train_start(self, trainer, module) -> None:  # noqa: ANN001
-            for name, opt in zip(("student", "teacher"), trainer.optimizers):
-                opt.register_step_post_hook(lambda *_, n=name: steps.__setitem__(n, steps[n] + 1))
-
-    trainer(tmp_path, max_steps=2, callbacks=[Count(), rec]).fit(model, datamodule=ToyData(16))
-    assert steps == {"student": 1, "teacher": 1} and int(model.steps_done) == 1
+    trainer(tmp_path, max_steps=2, callbacks=[rec]).fit(model, datamodule=ToyData(16))  # 2 optimizer steps
+    assert int(model.steps_done) == 1
     for net, net0 in ((model.student, student0), (model.teacher, teacher0)):
         assert any(not torch.equal(p, p0) for p, p0 in zip(net.parameters(), net0.parameters()))
         bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -183,10 +164,10 @@ def _fit_ddp_or_single(tmp_path: Path, devices: int, feedback: str, rule: str) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "feedback,rule", [("first_order", "estimated"), ("first_order", "sign_drift"), ("exact", "global")]
-)
-def test_two_process_ddp_equals_one_process_with_double_batch(tmp_path, feedback, rule):
+@pytest.mark.xdist_group("ddp")
+@pytest.mark.parametrize("feedback,rule", [("first_order", "sign_drift"), ("exact", "global")])
+def test_selection_rules_under_two_process_ddp_equal_one_process_with_double_batch(tmp_path, feedback, rule):
+    """The rules' all-gathered state (bank, ratios, global h) under DDP; the default rule is a shared property."""
     single = _fit_ddp_or_single(tmp_path, 1, feedback, rule)
     ddp = _fit_ddp_or_single(tmp_path, 2, feedback, rule)
     assert int(single["steps_done"]) == int(ddp["steps_done"]) == 12
@@ -196,39 +177,3 @@ def test_two_process_ddp_equals_one_process_with_double_batch(tmp_path, feedback
     for key, value in single.items():
         tol = 1e-3 if key == "selector.evidence" else 1e-5  # normalised differences of two near-equal losses
         assert torch.allclose(value, ddp[key], atol=tol, rtol=0), key
-
-
-@pytest.mark.slow
-def test_resume_from_end_of_epoch_checkpoint_reproduces_uninterrupted_run(tmp_path):
-    def run(max_epochs: int, ckpt: str | None = None, y_true_seed: int | None = None) -> DML:
-        model, data = make_dml(), ToyData(16, shuffle=True)
-        if y_true_seed is not None:  # y_true is for metrics only: shuffling it changes nothing
-            data.data.y_true = data.data.y_true[
-                torch.randperm(64, generator=torch.Generator().manual_seed(1))
-            ]
-        save = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, save_last=False)
-        trainer(tmp_path, max_epochs=max_epochs, callbacks=[save], enable_checkpointing=True).fit(
-            model, datamodule=data, ckpt_path=ckpt
-        )
-        return model
-
-    full = run(3)
-    first = sorted((tmp_path / "ckpt").glob("epoch=0-*.ckpt"))[0]
-    resumed = run(3, str(first))
-    shuffled = run(3, y_true_seed=1)
-    ref = full.state_dict()
-    for other in (resumed, shuffled):
-        for key, value in other.state_dict().items():
-            assert torch.equal(value, ref[key]), key
-
-
-def test_bf16_mixed_smoke_fit_is_finite(tmp_path):
-    model = make_dml(feedback="exact")
-    rec = Record()
-    trainer(tmp_path, max_epochs=1, precision="bf16-mixed", callbacks=[rec]).fit(
-        model, datamodule=ToyData(16)
-    )
-    assert len(rec.h) == 4 and all(torch.isfinite(torch.tensor(rec.h)))
-    metrics = model.trainer.callback_metrics
-    assert torch.isfinite(metrics["train/loss_student"]) and torch.isfinite(metrics["train/loss_teacher"])
-    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -1,21 +1,22 @@
-"""EMLC end to end on synthetic batches: exactness of jvp vs unrolled, k-step, steps, resume, bf16, init, configs."""
+"""EMLC end to end on synthetic batches: exactness of jvp vs unrolled, k-step, diagnostics, init, configs.
+
+What every method shares (fp16 refused, one step per network, resume, bf16, y_true unused, DDP) is in
+test_shared_properties.py.
+"""
 
 from __future__ import annotations
 
 import inspect
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from lightning.pytorch import seed_everything
 
-sys.path.insert(0, str(Path(__file__).parent))
-from lightning.pytorch import seed_everything  # noqa: E402
-from test_emlc_kit import SynthData, fit, make_batch, max_rel_diff, sgd, state, trainer  # noqa: E402
-
-from lnl.errors import ConfigError  # noqa: E402
-from lnl.methods.emlc import EMLC  # noqa: E402
+from helpers.synthetic import SynthData, fit, make_batch, max_rel_diff, sgd, state
+from lnl.errors import ConfigError
+from lnl.methods.emlc import EMLC
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -72,17 +73,9 @@ def test_label_recovery_and_gate_diagnostics_are_epoch_means() -> None:
     assert logged["train/gate_right_label"] > 0.999 and logged["train/gate_wrong_label"] > 0.999
 
 
-def test_one_step_changes_student_and_teacher_once_each() -> None:
+def test_k_step_cycle_steps_the_teacher_once_and_the_epochs_last_batch_closes_it() -> None:
+    """k = 3 with 2 batches: two student steps, then one teacher step (k = 1: shared one-step-per-network test)."""
     adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731  (Adam counts its steps)
-    model = fit(emlc(k=1, optimizer=adam, teacher_optimizer=adam), data=SynthData(1))
-    s_opt, t_opt = (o.optimizer for o in model.optimizers())
-    assert {int(s["step"]) for s in s_opt.state.values()} == {1} and len(s_opt.state) == len(
-        list(model.student.parameters())
-    )
-    assert {int(s["step"]) for s in t_opt.state.values()} == {1} and len(t_opt.state) == len(
-        list(model.teacher.parameters())
-    )
-    # k = 3 with 2 batches: two student steps; the epoch's last batch closes the partial cycle with one teacher step
     model = fit(emlc(k=3, optimizer=adam, teacher_optimizer=adam), data=SynthData(2))
     s_opt, t_opt = (o.optimizer for o in model.optimizers())
     assert {int(s["step"]) for s in s_opt.state.values()} == {2}
@@ -92,7 +85,7 @@ def test_one_step_changes_student_and_teacher_once_each() -> None:
 
 def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None:
     """Inside the method, the k-step meta term gets snapshot j, batch j and batch j's own q_j (Eq. 11)."""
-    import lnl.methods.meta_step as mod
+    import lnl.hypergrad.estimators as mod
 
     seen = {}
     real = mod.kstep_surrogate
@@ -115,37 +108,6 @@ def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None
     assert not torch.equal(seen["snaps"][0]["fc.weight"], seen["snaps"][2]["fc.weight"])
     assert set(seen["snaps"][0]) == set(dict(model.student.named_parameters()))
     assert seen["lrs"][0]["fc.weight"] == pytest.approx(0.1)  # η read from the student's optimizer
-
-
-@pytest.mark.slow
-def test_resume_from_end_of_epoch_checkpoint(tmp_path) -> None:
-    make = emlc(k=2, corruption="random")
-    full = state(fit(make, max_epochs=2, data=SynthData(3)))
-    first = fit(make, max_epochs=1, data=SynthData(3))
-    ckpt = tmp_path / "epoch1.ckpt"
-    first.trainer.save_checkpoint(ckpt)
-    torch.manual_seed(123)  # a different global RNG state must not matter
-    resumed = make()
-    trainer(max_epochs=2).fit(resumed, datamodule=SynthData(3), ckpt_path=ckpt)
-    assert max_rel_diff(state(resumed), full) == 0.0
-
-
-def test_bf16_mixed_smoke_fit_is_finite() -> None:
-    model = fit(emlc(k=2, corruption="adversarial", mix_gold=True), precision="bf16-mixed", data=SynthData(3))
-    start = state(emlc()())
-    end = state(model)
-    assert all(torch.isfinite(v).all() for v in end.values() if v.is_floating_point())
-    assert max_rel_diff(end, start) > 0
-
-
-def test_fp16_is_refused() -> None:
-    """(On CPU Lightning itself swaps 16-mixed for bf16, so the guard is called with a stand-in trainer.)"""
-    model = emlc()()
-    model._trainer = type(
-        "T", (), {"precision": "16-mixed", "gradient_clip_val": None, "accumulate_grad_batches": 1}
-    )()
-    with pytest.raises(ConfigError, match="bf16-mixed"):
-        model.setup("fit")
 
 
 def test_bad_options_are_config_errors() -> None:

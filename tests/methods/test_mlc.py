@@ -1,20 +1,21 @@
-"""MLC: the JVP meta step equals the faithful second-order (unrolled) one; meta-net; configs."""
+"""MLC: the JVP meta step equals the faithful second-order (unrolled) one; meta-net; configs.
+
+What every method shares (fp16 refused, one step per network, resume, bf16, y_true unused, DDP) is in
+test_shared_properties.py.
+"""
 
 from __future__ import annotations
 
 import inspect
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_emlc_kit import SynthData, fit, max_rel_diff, sgd, state  # noqa: E402
-
-from lnl.methods.mlc import MLC  # noqa: E402
-from lnl.models.teachers import MetaLabelNet  # noqa: E402
+from helpers.synthetic import SynthData, fit, max_rel_diff, sgd, state
+from lnl.methods.mlc import MLC
+from lnl.models.teachers import MetaLabelNet
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -1,0 +1,93 @@
+"""L2RW end to end on synthetic batches: jvp = unrolled, Alg. 1 written out, options, weight diagnostics,
+configs. What every method shares (fp16 refused, one step per network, resume, bf16, y_true unused, DDP)
+is in test_shared_properties.py."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from lightning.pytorch import seed_everything
+
+from helpers.synthetic import ShuffledTruthData, SynthData, fit, make_batch, max_rel_diff, sgd, state
+from lnl.errors import ConfigError
+from lnl.hypergrad import functional_forward
+from lnl.methods import L2RW
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def l2rw(**kw):
+    return lambda: L2RW(**(dict(num_classes=4, backbone="tiny_cnn", optimizer=sgd(0.1)) | kw))
+
+
+@pytest.mark.parametrize("virtual_step", ["sgd", "optimizer"])
+def test_jvp_equals_unrolled_through_the_method(virtual_step) -> None:
+    """Float64, BatchNorm student, momentum SGD with weight decay: identical trajectories (to 1e-8)."""
+    runs = {
+        h: state(fit(l2rw(hypergrad=h, virtual_step=virtual_step), precision="64-true", data=SynthData(3)))
+        for h in ("jvp", "unrolled")
+    }
+    assert max_rel_diff(runs["jvp"], runs["unrolled"]) < 1e-8
+
+
+def test_one_step_is_algorithm_1() -> None:
+    """Float64, plain SGD: ε-gradient through the virtual step at ε = 0, rectified and normalized weights, then
+    the real step on the weighted loss, written out by hand."""
+    make = l2rw(optimizer=sgd(0.1, 0.0, 0.0))
+    model = fit(make, precision="64-true", data=SynthData(1))
+    seed_everything(0, verbose=False)
+    ref = make().double().train()
+    b = make_batch(0, 8, 8)
+    x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+    live = dict(ref.student.named_parameters())
+    losses = F.cross_entropy(ref.student(x), y, reduction="none")
+    eps = torch.zeros(8, dtype=torch.float64, requires_grad=True)
+    grads = torch.autograd.grad((eps * losses).mean(), list(live.values()), create_graph=True)
+    virtual = {n: p - 0.1 * g for (n, p), g in zip(live.items(), grads)}
+    clean = F.cross_entropy(functional_forward(ref.student, virtual, None, xc), yc)
+    (eps_grad,) = torch.autograd.grad(clean, [eps])
+    w = torch.clamp(-eps_grad, min=0)
+    w = w / w.sum()
+    assert (w == 0).any() and (w > 0).any()
+    grads = torch.autograd.grad((w * losses).sum(), list(live.values()))
+    with torch.no_grad():
+        for p, g in zip(live.values(), grads):
+            p.sub_(0.1 * g)
+    assert max_rel_diff(state(model), state(ref)) < 1e-10
+
+
+def test_bad_options_are_one_line_config_errors() -> None:
+    for kw in ({"hypergrad": "bogus"}, {"virtual_step": "momentum"}):
+        with pytest.raises(ConfigError) as info:
+            l2rw(**kw)()
+        assert "\n" not in str(info.value)
+    adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731
+    with pytest.raises(ConfigError, match="virtual_step = 'optimizer' needs an SGD") as info:
+        fit(l2rw(optimizer=adam, virtual_step="optimizer"), data=SynthData(1))
+    assert "\n" not in str(info.value)
+
+
+def test_weight_diagnostics_split_the_weights_by_true_label() -> None:
+    """Diagnostics read y_true (training never does: the shared y_true property)."""
+    ref = fit(l2rw(hypergrad="jvp"), data=SynthData(2))
+    shuffled = fit(l2rw(hypergrad="jvp"), data=ShuffledTruthData(2))
+    logged, other = ref.trainer.callback_metrics, shuffled.trainer.callback_metrics
+    assert all(torch.isfinite(logged[f"train/weight_{k}_label"]) for k in ("right", "wrong"))
+    assert logged["train/weight_right_label"] != other["train/weight_right_label"]
+
+
+def test_configs_bind() -> None:
+    names = {p.stem for p in CONFIGS.glob("l2rw_*.yaml")}
+    assert {"l2rw_cifar10_unif40", "l2rw_cifar10_flip40", "l2rw_digits_unif60"} <= names
+    sig = inspect.signature(L2RW.__init__)
+    for name in names:
+        cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+        assert cfg["model"]["class_path"] == "lnl.methods.L2RW"
+        sig.bind(None, 10, **cfg["model"]["init_args"])
+        data = cfg["data"]["init_args"]
+        assert data["val_labels"] == "clean" and data["clean_per_class"] > 0
