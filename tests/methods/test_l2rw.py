@@ -13,8 +13,7 @@ import torch.nn.functional as F
 import yaml
 from lightning.pytorch import seed_everything
 
-from helpers.synthetic import ShuffledTruthData, SynthData, fit, make_batch, max_rel_diff, sgd, state
-from lnl.errors import ConfigError
+from helpers.synthetic import SynthData, fit, make_batch, max_rel_diff, sgd, state
 from lnl.hypergrad import functional_forward
 from lnl.methods import L2RW
 
@@ -59,26 +58,6 @@ def test_one_step_is_algorithm_1() -> None:
         for p, g in zip(live.values(), grads):
             p.sub_(0.1 * g)
     assert max_rel_diff(state(model), state(ref)) < 1e-10
-
-
-def test_bad_options_are_one_line_config_errors() -> None:
-    for kw in ({"hypergrad": "bogus"}, {"virtual_step": "momentum"}):
-        with pytest.raises(ConfigError) as info:
-            l2rw(**kw)()
-        assert "\n" not in str(info.value)
-    adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731
-    with pytest.raises(ConfigError, match="virtual_step = 'optimizer' needs an SGD") as info:
-        fit(l2rw(optimizer=adam, virtual_step="optimizer"), data=SynthData(1))
-    assert "\n" not in str(info.value)
-
-
-def test_weight_diagnostics_split_the_weights_by_true_label() -> None:
-    """Diagnostics read y_true (training never does: the shared y_true property)."""
-    ref = fit(l2rw(hypergrad="jvp"), data=SynthData(2))
-    shuffled = fit(l2rw(hypergrad="jvp"), data=ShuffledTruthData(2))
-    logged, other = ref.trainer.callback_metrics, shuffled.trainer.callback_metrics
-    assert all(torch.isfinite(logged[f"train/weight_{k}_label"]) for k in ("right", "wrong"))
-    assert logged["train/weight_right_label"] != other["train/weight_right_label"]
 
 
 def test_configs_bind() -> None:

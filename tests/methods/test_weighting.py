@@ -1,0 +1,45 @@
+"""What MW-Net and L2RW share (`SampleWeighting`): one-line option errors and weight diagnostics by true label."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers.synthetic import ShuffledTruthData, SynthData, fit, sgd
+from lnl.errors import ConfigError
+from lnl.methods import L2RW, MWNet
+
+METHODS = {
+    "mwnet": (MWNet, {"meta_optimizer": sgd(0.5, 0.0, 0.0)}),
+    "l2rw": (L2RW, {}),
+}
+
+
+def factory(name: str, **kw):  # noqa: ANN201
+    cls, extra = METHODS[name]
+    return lambda: cls(**({"num_classes": 4, "backbone": "tiny_cnn", "optimizer": sgd(0.1)} | extra | kw))
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_bad_options_are_one_line_config_errors(name: str) -> None:
+    bad = [{"hypergrad": "bogus"}, {"virtual_step": "momentum"}] + (
+        [{"hidden": 0}] if name == "mwnet" else []
+    )
+    for kw in bad:
+        with pytest.raises(ConfigError) as info:
+            factory(name, **kw)()
+        assert "\n" not in str(info.value)
+    adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731
+    with pytest.raises(ConfigError, match="virtual_step = 'optimizer' needs an SGD") as info:
+        fit(factory(name, optimizer=adam, virtual_step="optimizer"), data=SynthData(1))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_weight_diagnostics_split_the_weights_by_true_label(name: str) -> None:
+    """Diagnostics read y_true (training never does: the shared y_true property)."""
+    ref = fit(factory(name, hypergrad="jvp"), data=SynthData(2))
+    shuffled = fit(factory(name, hypergrad="jvp"), data=ShuffledTruthData(2))
+    logged, other = ref.trainer.callback_metrics, shuffled.trainer.callback_metrics
+    assert all(torch.isfinite(logged[f"train/weight_{k}_label"]) for k in ("right", "wrong"))
+    assert logged["train/weight_right_label"] != other["train/weight_right_label"]
