@@ -152,6 +152,11 @@ def summary(results: dict[str, Any], run_dir: str) -> str:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["aggregate"]:  # not a LightningCLI subcommand: results table from run directories
+        from lnl.aggregate import main as aggregate_main
+
+        return aggregate_main(argv[1:])
     torch.set_float32_matmul_precision("high")
     try:
         LNLCLI(args=args)

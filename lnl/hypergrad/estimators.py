@@ -40,6 +40,15 @@ Grads = list[Tensor | None]
 Batch = tuple[Any, Tensor]
 
 
+def student_loss(logits: Tensor, targets: Tensor, n_targets: int) -> Tensor:
+    """softCE over the first `n_targets` rows (the noisy batch's q) plus, when rows follow (`mix_gold`'s gold
+    half, one-hot), softCE over those: the sum of two means, as the official EMLC/MLC `meta.py`."""
+    loss = soft_cross_entropy(logits[:n_targets], targets[:n_targets])
+    if logits.shape[0] > n_targets:
+        loss = loss + soft_cross_entropy(logits[n_targets:], targets[n_targets:])
+    return loss
+
+
 def add_grads(a: Sequence[Tensor | None], b: Sequence[Tensor | None]) -> Grads:
     """Elementwise sum of two gradient lists from `autograd.grad(..., allow_unused=True)` (None = zero)."""
     return [y if x is None else (x if y is None else x + y) for x, y in zip(a, b)]
@@ -50,7 +59,7 @@ class StudentStep:
     """What one student step leaves for the meta step.
 
     `grads` drive the real student step. `jvp` keeps θ before the step, its step sizes η, the batch `x` of the
-    student's forward, the targets q (rows that depend on α) and the loss's N; `unrolled` computes the
+    student's forward, the targets q (rows that depend on α) and their mean's N; `unrolled` computes the
     meta-gradient with the step (`meta_grads`, `meta_loss`). `inputs` is what a method needs to rebuild q.
     """
 
@@ -104,10 +113,10 @@ class JVPSoftTargets(SoftTargetHypergrad):
         self, student, step_fn, eta, logits, targets, meta_params, clean, x, n_targets, inputs=()
     ):  # noqa: ANN001
         named = named_params(student)
-        loss = soft_cross_entropy(logits, targets.detach())
+        loss = student_loss(logits, targets.detach(), n_targets)
         grads = list(torch.autograd.grad(loss, list(named.values())))
         return StudentStep(loss.detach(), grads, snapshot_params(named), dict(eta), x,
-                           targets[:n_targets], logits.shape[0], inputs=inputs)  # fmt: skip
+                           targets[:n_targets], n_targets, inputs=inputs)  # fmt: skip
 
     def meta_gradient(self, student, steps, meta_params, clean, reduction="sum", rebuild=None):  # noqa: ANN001
         loss_c, g_w = clean_grad(student, named_params(student), None, *clean)
@@ -147,7 +156,7 @@ class UnrolledSoftTargets(SoftTargetHypergrad):
                 "model.hypergrad = 'unrolled' needs an SGD student optimizer; use hypergrad: jvp"
             )
         named = named_params(student)
-        loss = soft_cross_entropy(logits, targets)
+        loss = student_loss(logits, targets, n_targets)
         meta, clean_loss, grads = unrolled_metagrad(loss, named, meta_params, student, None, *clean, step_fn)
         return StudentStep(loss.detach(), list(grads.values()), meta_grads=meta, meta_loss=clean_loss)
 

@@ -1,0 +1,225 @@
+"""`lnl aggregate`: table numbers against hand-computed ones, CSV, --group-by, reference pairing, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lnl import aggregate
+from lnl.cli import main as cli_main
+
+CE = {0: 0.80, 1: 0.82, 2: 0.90}  # mean 0.84, sample std sqrt(0.0028) = 0.052915
+DML = {
+    0: 0.85,
+    1: 0.81,
+    2: 0.95,
+}  # mean 0.87, std sqrt(0.0052) = 0.072111; DML - CE = 0.05, -0.01, 0.05: mean 0.03, std 0.034641, SE 0.02
+
+
+def make_run(
+    root: Path,
+    name: str,
+    method: str,
+    seed: int,
+    acc: float,
+    *,
+    sha: str | None = None,
+    tag: str = "sym40_exact",
+    rule: str | None = None,
+    version: int = 0,
+) -> Path:
+    directory = root / name / f"version_{version}"
+    directory.mkdir(parents=True)
+    results = {
+        "test/acc_best_val": acc,
+        "test/acc_last": acc - 0.01,
+        "val/acc_best": 0.6,
+        "noise/realized_rate": 0.4,
+        "method": method,
+        "dataset": "digits",
+        "noise": {"kind": "symmetric", "rate": 0.4, "tag": tag},
+        "seed": seed,
+        "noise_seed": seed,
+        "split_seed": seed,
+        "labels_sha256": sha if sha is not None else f"sha{seed}",
+        "clean_budget": 0,
+    }
+    (directory / "results.json").write_text(json.dumps(results))
+    init_args: dict = {"backbone": "digits_cnn"}
+    if rule is not None:
+        init_args["selection"] = {"rule": rule}
+    config = {
+        "seed_everything": seed,
+        "model": {"class_path": f"lnl.methods.{method}", "init_args": init_args},
+    }
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    return directory
+
+
+@pytest.fixture
+def runs(in_tmp: Path) -> Path:
+    root = in_tmp / "runs"
+    for seed in CE:
+        make_run(root, f"ce_s{seed}", "CE", seed, CE[seed])
+        make_run(root, f"dml_s{seed}", "DML", seed, DML[seed])
+    return root
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return {row[0]: row[1:] for row in cells}
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = aggregate.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_means_stds_and_paired_difference(runs: Path, capsys) -> None:
+    code, out, err = run_main([str(runs), "--reference", "CE/digits/sym40_exact"], capsys)
+    assert code == 0 and err == ""
+    rows = table_rows(out)
+    assert rows["CE/digits/sym40_exact"] == ["3", "0,1,2", "0.8400 ± 0.0529", "(reference)", ""]
+    assert rows["DML/digits/sym40_exact"] == ["3", "0,1,2", "0.8700 ± 0.0721", "+0.0300 ± 0.0200", "2/3"]
+
+
+def test_pure_functions_match_hand_computation(runs: Path) -> None:
+    paths = aggregate.find_results([str(runs)])
+    groups = aggregate.group_runs([aggregate.load_run(p, []) for p in paths], [])
+    ce, dml = groups
+    assert ce.name == "CE/digits/sym40_exact" and ce.seeds == [0, 1, 2]
+    stat = aggregate.summarize([r.metrics["test/acc_best_val"] for r in ce.runs])
+    assert stat.n == 3 and stat.mean == pytest.approx(0.84) and stat.std == pytest.approx(0.0028**0.5)
+    paired = aggregate.paired_difference(dml, ce, "test/acc_best_val")
+    assert (paired.n, paired.ahead) == (3, 2)
+    assert paired.mean == pytest.approx(0.03) and paired.se == pytest.approx(0.02)
+
+
+def test_out_writes_markdown_and_csv(runs: Path, in_tmp: Path, capsys) -> None:
+    argv = ["runs/**/results.json", "--reference", "CE/digits/sym40_exact", "--metric", "test/acc_best_val"]
+    argv += ["--metric", "test/acc_last", "--out", "tables/summary"]
+    code, out, _ = run_main(argv, capsys)
+    assert code == 0
+    assert (in_tmp / "tables" / "summary.md").read_text() == out
+    assert sorted(p.name for p in (in_tmp / "tables").iterdir()) == [
+        "summary.csv",
+        "summary.md",
+    ]  # no temp left
+    with open(in_tmp / "tables" / "summary.csv") as f:
+        rows = {row["group"]: row for row in csv.DictReader(f)}
+    ce, dml = rows["CE/digits/sym40_exact"], rows["DML/digits/sym40_exact"]
+    assert (dml["method"], dml["dataset"], dml["noise"], dml["n"], dml["seeds"]) == (
+        "DML",
+        "digits",
+        "sym40_exact",
+        "3",
+        "0 1 2",
+    )
+    assert float(ce["test/acc_best_val_mean"]) == pytest.approx(0.84)
+    assert float(ce["test/acc_best_val_std"]) == pytest.approx(0.0028**0.5)
+    assert float(ce["test/acc_last_mean"]) == pytest.approx(0.83)
+    assert ce["test/acc_best_val_diff_mean"] == "" and ce["test/acc_best_val_paired"] == ""
+    assert float(dml["test/acc_best_val_diff_mean"]) == pytest.approx(0.03)
+    assert float(dml["test/acc_best_val_diff_se"]) == pytest.approx(0.02)
+    assert float(dml["test/acc_last_diff_mean"]) == pytest.approx(0.03)  # acc_last = acc - 0.01 for both
+    assert (dml["test/acc_best_val_ahead"], dml["test/acc_best_val_paired"]) == ("2", "3")
+
+
+def test_group_by_config_key_splits_variants(in_tmp: Path, capsys) -> None:
+    root = in_tmp / "runs"
+    for seed in CE:
+        make_run(root, f"ce_s{seed}", "CE", seed, CE[seed])
+        make_run(root, f"est_s{seed}", "DML", seed, DML[seed], rule="estimated")
+        make_run(root, f"sch_s{seed}", "DML", seed, DML[seed] + 0.02, rule="schedule")
+    # without --group-by the two DML variants collide on (seed, labels) when pairing
+    code, _, err = run_main(["runs", "--reference", "CE/digits/sym40_exact"], capsys)
+    assert code == 2 and "seed 0" in err and "--group-by" in err
+    argv = ["runs", "--group-by", "model.init_args.selection.rule", "--reference", "CE/digits/sym40_exact"]
+    code, out, _ = run_main(argv, capsys)
+    assert code == 0
+    rows = table_rows(out)
+    assert list(rows) == [
+        "CE/digits/sym40_exact",
+        "DML/digits/sym40_exact/rule=estimated",
+        "DML/digits/sym40_exact/rule=schedule",
+    ]
+    assert rows["DML/digits/sym40_exact/rule=estimated"][2:] == ["0.8700 ± 0.0721", "+0.0300 ± 0.0200", "2/3"]
+    assert rows["DML/digits/sym40_exact/rule=schedule"][2:] == ["0.8900 ± 0.0721", "+0.0500 ± 0.0200", "3/3"]
+
+
+def test_reference_pairing_skips_seeds_with_different_labels(in_tmp: Path, capsys) -> None:
+    root = in_tmp / "runs"
+    for seed in CE:
+        make_run(root, f"ce_s{seed}", "CE", seed, CE[seed])
+        make_run(root, f"dml_s{seed}", "DML", seed, DML[seed], sha="other" if seed == 2 else None)
+    make_run(root, "ce_s7", "CE", 7, 0.5)  # a seed DML lacks
+    code, out, _ = run_main(["runs", "--reference", "CE/digits/sym40_exact"], capsys)
+    assert code == 0
+    # pairs: seeds 0 and 1 only, diffs 0.05 and -0.01: mean 0.02, std 0.042426, SE 0.03
+    assert table_rows(out)["DML/digits/sym40_exact"][2:] == ["0.8700 ± 0.0721", "+0.0200 ± 0.0300", "1/2"]
+    assert table_rows(out)["CE/digits/sym40_exact"][:2] == ["4", "0,1,2,7"]
+
+
+def test_groups_without_shared_seeds_show_no_difference(in_tmp: Path, capsys) -> None:
+    root = in_tmp / "runs"
+    make_run(root, "ce", "CE", 0, 0.8)
+    make_run(root, "dml", "DML", 0, 0.9, tag="idn40", sha="idn")
+    code, out, _ = run_main(["runs", "--reference", "CE/digits/sym40_exact"], capsys)
+    assert code == 0
+    assert table_rows(out)["DML/digits/idn40"] == ["1", "0", "0.9000", "–", "0/0"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "bad"),
+    [
+        (["missing_dir"], "'missing_dir'"),
+        (["runs/*/nothing*"], "'runs/*/nothing*'"),
+        (["runs", "--metric", "test/acc_typo"], "'test/acc_typo'"),
+        (["runs", "--reference", "XYZ/digits/sym40_exact"], "'XYZ/digits/sym40_exact'"),
+        (["runs", "--group-by", "model.init_args.no_such_key"], "'model.init_args.no_such_key'"),
+        (["runs", "--bogus"], "--bogus"),
+        ([], "RUN_DIR"),
+    ],
+)
+def test_errors_are_one_line_exit_2_and_write_nothing(runs: Path, in_tmp: Path, capsys, argv, bad) -> None:
+    before = sorted(in_tmp.rglob("*"))
+    code, out, err = run_main([*argv, "--out", "tables/summary"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("lnl: error: ") and err.count("\n") == 1 and bad in err, err
+    assert sorted(in_tmp.rglob("*")) == before
+
+
+def test_unreadable_json_is_named(runs: Path, in_tmp: Path, capsys) -> None:
+    bad = runs / "dml_s1" / "version_0" / "results.json"
+    bad.write_text("{not json")
+    code, out, err = run_main(["runs", "--out", "summary"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("lnl: error: cannot read") and str(bad) in err
+    assert not list(in_tmp.glob("summary*"))
+
+
+def test_dispatch_through_lnl_cli_main(runs: Path, in_tmp: Path, capsys) -> None:
+    assert cli_main(["aggregate", "runs", "--reference", "CE/digits/sym40_exact", "--out", "t"]) == 0
+    out = capsys.readouterr().out
+    assert "+0.0300 ± 0.0200" in out and (in_tmp / "t.csv").exists()
+    assert cli_main(["aggregate", "runs", "--metric", "nope"]) == 2
+    available = "clean_budget, noise/realized_rate, noise_seed, seed, split_seed, test/acc_best_val, test/acc_last, val/acc_best"
+    expected = f"lnl: error: unknown metric 'nope' (numeric in every results.json: {available})\n"
+    assert capsys.readouterr().err == expected
+
+
+@pytest.mark.slow
+def test_python_dash_m_lnl_aggregate(runs: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lnl", "aggregate", "runs"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| CE/digits/sym40_exact | 3 | 0,1,2 | 0.8400 ± 0.0529 |" in done.stdout
