@@ -157,6 +157,10 @@ def main(args: list[str] | None = None) -> int:
         from lnl.aggregate import main as aggregate_main
 
         return aggregate_main(argv[1:])
+    if argv[:1] == ["runs"]:  # not a LightningCLI subcommand: the `lnl fit` commands of a table x seeds
+        from lnl.runs import main as runs_main
+
+        return runs_main(argv[1:])
     torch.set_float32_matmul_precision("high")
     try:
         LNLCLI(args=args)
