@@ -119,17 +119,18 @@ class DML(TeacherStudent):
         loss_rest = lam * kd_loss(
             s_logits, t_w.detach(), hp.kd_temperature, hp.kd_direction != "teacher_student"
         )
-        sel_ce = smoothed_cross_entropy(s_logits[mask], y[mask], hp.label_smoothing, reduction="sum")
-        loss_rest = loss_rest + hp.student_noisy_ce * (1 - lam) * sel_ce / per_rank[0]
+        if hp.student_noisy_ce > 0:
+            sel_ce = smoothed_cross_entropy(s_logits[mask], y[mask], hp.label_smoothing, reduction="sum")
+            loss_rest = loss_rest + hp.student_noisy_ce * (1 - lam) * sel_ce / per_rank[0]
         s_params = dict(self.student.named_parameters())
         h = torch.zeros((), device=y.device)
         if self.check_finite("student loss", (1 - lam) * loss_pl + loss_rest):
             g_pl = all_reduce_mean_dict(self.grads_of(loss_pl, s_params, retain_graph=True))
-            rest = self.grads_of(loss_rest, s_params)
+            rest = self.grads_of(loss_rest, s_params) if lam > 0 or hp.student_noisy_ce > 0 else None
             _, eta = self.lookahead_rule(s_opt, "sgd")
             look = lookahead_feedback(self.student, xw, y, g_pl, eta, graph_after=self.feedback.graph_after)
             h = self.feedback(look, mask, g_pl, eta, per_rank[0], hp.feedback_sign, reduce)
-            grads = [rest[k] + (1 - lam) * g_pl[k] for k in s_params]
+            grads = [(1 - lam) * g_pl[k] + (0 if rest is None else rest[k]) for k in s_params]
             if self.apply_grads(s_opt, list(s_params.values()), grads, "student gradient"):
                 self._update_selection(index, groups, mask, look.before, look.after.detach(), h)
 
