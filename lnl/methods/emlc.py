@@ -82,6 +82,7 @@ class EMLC(TeacherStudent):
         return {"student": self.student, "teacher": self.teacher.backbone}
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self._pending = []
 
     # ---------------------------------------------------------------- the step
