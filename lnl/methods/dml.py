@@ -156,5 +156,8 @@ class DML(TeacherStudent):
         """Evidence bank (s_i over the batch's mean |s|); the sign-drift rules also move R(c) by δ·sign(h)."""
         s, reduce = before - after, self.all_reduce_mean
         self.selector.update_evidence(index, s / reduce(s.abs().mean()).clamp_min(1e-12))
-        h_c, n_c = per_class_feedback(before, after, groups, self.num_classes, mask, reduce=reduce)
-        self.selector.update_ratios(h_c, n_c, h * check_sign(self.hparams.feedback_sign), self.current_epoch)
+        if self.selector.drifts:  # only the sign-drift rules read the per-group feedback
+            h_c, n_c = per_class_feedback(before, after, groups, self.num_classes, mask, reduce=reduce)
+            self.selector.update_ratios(
+                h_c, n_c, h * check_sign(self.hparams.feedback_sign), self.current_epoch
+            )

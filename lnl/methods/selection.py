@@ -170,6 +170,11 @@ class SmallLossSelector(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_refresh_epoch", torch.full((), -1, dtype=torch.long))
 
+    @property
+    def drifts(self) -> bool:
+        """Whether R moves by the sign of the feedback (`sign_drift`, `global`, `per_batch`)."""
+        return self.rule in DRIFT_RULES
+
     # ----------------------------------------------------------------------------------------------- bank
     def preallocate(self, n: int) -> None:
         """Size the bank for sample indices < n once (the data set's size); it then no longer grows on demand."""
@@ -340,7 +345,7 @@ class SmallLossSelector(nn.Module):
         stays identical on all ranks. Nothing changes when 𝒮 is empty (n_c all zero), nor for the `evidence` and
         `schedule` rules (their R does not drift).
         """
-        if self.rule not in DRIFT_RULES:
+        if not self.drifts:
             return
         b = self.h_momentum
         if self.rule == "global":

@@ -4,13 +4,11 @@ is in test_shared_properties.py."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from lightning.pytorch import seed_everything
 
 from helpers.synthetic import SynthData, fit, make_batch, max_rel_diff, sgd, state
@@ -58,15 +56,3 @@ def test_one_step_is_algorithm_1() -> None:
         for p, g in zip(live.values(), grads):
             p.sub_(0.1 * g)
     assert max_rel_diff(state(model), state(ref)) < 1e-10
-
-
-def test_configs_bind() -> None:
-    names = {p.stem for p in CONFIGS.glob("l2rw_*.yaml")}
-    assert {"l2rw_cifar10_unif40", "l2rw_cifar10_flip40", "l2rw_digits_unif60"} <= names
-    sig = inspect.signature(L2RW.__init__)
-    for name in names:
-        cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-        assert cfg["model"]["class_path"] == "lnl.methods.L2RW"
-        sig.bind(None, 10, **cfg["model"]["init_args"])
-        data = cfg["data"]["init_args"]
-        assert data["val_labels"] == "clean" and data["clean_per_class"] > 0

@@ -4,13 +4,11 @@ unused, DDP) is in test_shared_properties.py."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from lightning.pytorch import seed_everything
 
 from helpers.synthetic import SynthData, fit, make_batch, max_rel_diff, sgd, state
@@ -66,17 +64,3 @@ def test_one_step_is_virtual_step_then_weight_net_step_then_real_step_with_the_u
         for p, g in zip(live.values(), grads):
             p.sub_(0.1 * g)
     assert max_rel_diff(state(model), state(ref)) < 1e-10
-
-
-def test_configs_bind() -> None:
-    names = {p.stem for p in CONFIGS.glob("mwnet_*.yaml")}
-    for ds in ("cifar10", "cifar100"):
-        assert {f"mwnet_{ds}_unif40", f"mwnet_{ds}_unif60", f"mwnet_{ds}_flip40"} <= names
-    assert "mwnet_digits_unif60" in names
-    sig = inspect.signature(MWNet.__init__)
-    for name in names:
-        cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-        assert cfg["model"]["class_path"] == "lnl.methods.MWNet"
-        sig.bind(None, 10, **cfg["model"]["init_args"])
-        data = cfg["data"]["init_args"]
-        assert data["val_labels"] == "clean" and data["clean_per_class"] > 0

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from helpers.synthetic import ShuffledTruthData, SynthData, fit, sgd
 from lnl.errors import ConfigError
@@ -43,3 +47,25 @@ def test_weight_diagnostics_split_the_weights_by_true_label(name: str) -> None:
     logged, other = ref.trainer.callback_metrics, shuffled.trainer.callback_metrics
     assert all(torch.isfinite(logged[f"train/weight_{k}_label"]) for k in ("right", "wrong"))
     assert logged["train/weight_right_label"] != other["train/weight_right_label"]
+
+
+EXPECTED_CONFIGS = {
+    "mwnet": {f"mwnet_{ds}_{n}" for ds in ("cifar10", "cifar100") for n in ("unif40", "unif60", "flip40")}
+    | {"mwnet_digits_unif60"},
+    "l2rw": {"l2rw_cifar10_unif40", "l2rw_cifar10_flip40", "l2rw_digits_unif60"},
+}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_configs_cover_the_recipes_and_bind(name: str) -> None:
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    cls = METHODS[name][0]
+    names = {p.stem for p in configs.glob(f"{name}_*.yaml")}
+    assert EXPECTED_CONFIGS[name] <= names
+    sig = inspect.signature(cls.__init__)
+    for stem in names:
+        cfg = yaml.safe_load((configs / f"{stem}.yaml").read_text())
+        assert cfg["model"]["class_path"] == f"lnl.methods.{cls.__name__}"
+        sig.bind(None, 10, **cfg["model"]["init_args"])
+        data = cfg["data"]["init_args"]
+        assert data["val_labels"] == "clean" and data["clean_per_class"] > 0
