@@ -14,9 +14,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from lnl.console import HELP_EPILOG, EpochLine, interactive, silence_tips
 from lnl.data.datamodule import NoisyLabelDataModule
 from lnl.errors import ConfigError
 from lnl.methods.base import LNLModule, NonFiniteError, check_manual_trainer_settings
+from lnl.predict import PredictionWriter
+from lnl.report.run import EpochHistory, publish_to_wandb, write_run_report
 
 RUN_ROOT = "runs"
 
@@ -47,6 +50,24 @@ class LNLCLI(LightningCLI):
             "trainer_defaults", {"logger": {"class_path": "CSVLogger", "init_args": {"save_dir": RUN_ROOT}}}
         )
         super().__init__(LNLModule, NoisyLabelDataModule, *args, **kwargs)
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("epilog", HELP_EPILOG)
+        return super().init_parser(**kwargs)
+
+    def add_subcommands(self, parser: LightningArgumentParser, subcommands: dict) -> None:
+        super().add_subcommands(parser, subcommands)
+        for subparser in self._subcommand_parsers.values():
+            subparser.epilog = HELP_EPILOG
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        """Every run keeps an epoch history (learning curves) and writes predictions.csv on `predict`; a run whose
+        stdout is not a terminal prints one line per epoch instead of a progress bar."""
+        callbacks = [*callbacks, EpochHistory(), PredictionWriter()]
+        if not interactive() and config.get("enable_progress_bar") is None:
+            config["enable_progress_bar"] = False
+            callbacks.append(EpochLine())
+        return super()._instantiate_trainer(config, callbacks)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
@@ -90,13 +111,14 @@ class LNLCLI(LightningCLI):
         if trainer.interrupted or trainer.state.status.value == "interrupted":
             return
         checkpoint = trainer.checkpoint_callback
-        last = trainer.test(model, datamodule=datamodule, verbose=False)
+        has_test = datamodule.has_test_set
+        last = trainer.test(model, datamodule=datamodule, verbose=False) if has_test else None
         best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
-        best = (
-            trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
-            if best_path
-            else None
-        )
+        best = None
+        if best_path and has_test:  # loads the best-val weights into `model`
+            best = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        elif best_path:
+            _load_weights(model, best_path)
         best_score = checkpoint.best_model_score if checkpoint is not None else None
         results = {
             **_tagged(last, "_last"),
@@ -115,16 +137,29 @@ class LNLCLI(LightningCLI):
             "best_checkpoint": best_path,
         }
         results.setdefault("test/acc_best_val", None)
-        results = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
         run_dir = trainer.log_dir or RUN_ROOT  # a collective call under DDP: every rank asks
         if trainer.is_global_zero:
-            os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, "results.json"), "w") as f:
+            report = write_run_report(
+                trainer, model, datamodule, run_dir, "best_val" if best_path else "last"
+            )
+            results |= report.results
+            results = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
+            results_path = os.path.join(run_dir, "results.json")
+            with open(results_path, "w") as f:
                 json.dump(results, f, indent=2, default=str)
+            files = [os.path.join(run_dir, "labels.csv"), *report.files, results_path]
+            publish_to_wandb(trainer, results, report.pictures, files)
             print(summary(results, run_dir))
         for logger in trainer.loggers:  # flush and close the W&B run: the fit is complete
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger.experiment.finish()
+
+
+def _load_weights(model: LightningModule, path: str) -> None:
+    """Load a checkpoint's weights (and method state such as diagnostics) into `model` in place."""
+    state = torch.load(path, map_location=model.device, weights_only=False)
+    model.load_state_dict(state["state_dict"])
+    model.on_load_checkpoint(state)
 
 
 def _tagged(outputs: list[dict[str, float]] | None, suffix: str) -> dict[str, float]:
@@ -141,22 +176,42 @@ def _fmt(value: float | None) -> str:
 def summary(results: dict[str, Any], run_dir: str) -> str:
     """A short human summary of a finished run."""
     noise = results["noise"]
-    return (
-        f"\nlnl: {results['method']} on {results['dataset']} with {noise['tag']} noise "
-        f"(realized rate {_fmt(results['noise/realized_rate'])})\n"
+    realized = results["noise/realized_rate"]
+    if noise["kind"] == "none":  # nothing added: the source's own labels (Clothing1M, your folder_csv)
+        labels = "labels as given" + (
+            "" if realized is None else f" (wrong among known truths {_fmt(realized)})"
+        )
+    else:
+        labels = f"{noise['tag']} noise (realized rate {_fmt(realized)})"
+    lines = [
+        f"\nlnl: {results['method']} on {results['dataset']} with {labels}",
         f"  test acc (best val ckpt) {_fmt(results['test/acc_best_val'])} | "
-        f"test acc (last) {_fmt(results.get('test/acc_last'))} | best val acc {_fmt(results['val/acc_best'])}\n"
-        f"  run directory: {run_dir}\n"
-    )
+        f"test acc (last) {_fmt(results.get('test/acc_last'))} | best val acc {_fmt(results['val/acc_best'])}",
+    ]
+    if "report/n_flagged" in results:
+        line = (
+            f"  label report: {results['report/n_flagged']} of {results['report/n_samples']} noisy-part labels "
+            f"flagged, estimated noise rate {_fmt(results['report/noise_rate_estimate'])}"
+        )
+        if results.get("report/auroc") is not None:
+            line += f", issue-score AUROC {_fmt(results['report/auroc'])}"
+        lines.append(line + " (label_report.csv, corrected_labels.csv)")
+    lines.append(f"  run directory: {run_dir}\n")
+    return "\n".join(lines)
 
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2."""
     argv = sys.argv[1:] if args is None else args
+    silence_tips()
     if argv[:1] == ["aggregate"]:  # not a LightningCLI subcommand: results table from run directories
         from lnl.aggregate import main as aggregate_main
 
         return aggregate_main(argv[1:])
+    if argv[:1] == ["report"]:  # not a LightningCLI subcommand: the label report of a saved checkpoint
+        from lnl.report.command import main as report_main
+
+        return report_main(argv[1:])
     if argv[:1] == ["runs"]:  # not a LightningCLI subcommand: the `lnl fit` commands of a table x seeds
         from lnl.runs import main as runs_main
 

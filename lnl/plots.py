@@ -8,13 +8,23 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def _figure(ncols: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, Any]:
+def new_figure(ncols: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt.subplots(1, ncols, figsize=(width * ncols, height), constrained_layout=True)
+
+
+def save_figure(fig: Any, path: str) -> str:
+    """Write `fig` as a PNG at `path` (creating its folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _finite(values: Sequence[float | None]) -> list[float]:
@@ -29,7 +39,7 @@ def plot_dml_selection(history: Sequence[dict[str, Any]], path: str) -> str:
     in the last epoch. Records without true labels draw R(c) only.
     """
     epochs = [r["epoch"] for r in history]
-    fig, (ax_p, ax_r, ax_c) = _figure(3)
+    fig, (ax_p, ax_r, ax_c) = new_figure(3)
     known = [r for r in history if "precision" in r]
     if known:
         e = [r["epoch"] for r in known]
@@ -59,9 +69,4 @@ def plot_dml_selection(history: Sequence[dict[str, Any]], path: str) -> str:
     if len(classes) <= 20:
         ax_c.set_xticks(classes)
     ax_c.legend(loc="lower right", fontsize=8)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

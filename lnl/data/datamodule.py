@@ -17,8 +17,10 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
+from lnl.data.file_sources import FolderFiles
 from lnl.data.loading import EpochSampler, LabelledImages
 from lnl.data.longtail import longtail_subsample
+from lnl.data.new_images import NewImages, list_new_images
 from lnl.data.noise import NoiseSpec, apply_noise, read_label_file, realized_rate
 from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source
 from lnl.data.splits import make_split
@@ -76,6 +78,11 @@ class NoisyLabelDataModule(LightningDataModule):
             reference trained on the clean set alone) or `both` (noisy set plus clean set with clean labels).
         split_seed / noise_seed: seeds of the split and of the noise, independent of the training seed.
         samples_per_epoch: class-balanced per-epoch subsample of the noisy set (Clothing1M).
+        source_kwargs: extra options of the source (e.g. Clothing1M's `strict_sizes`).
+        folder: your own images' CSV files and image size (`dataset: folder_csv`; see `FolderFiles`).
+        predict_on: what `lnl predict` predicts: a split (`test`, `train` = every used training sample, `noisy`,
+            `clean`, `val`); ignored when `predict_images` is set.
+        predict_images: a folder, or a CSV whose first column lists image paths, of new images to predict.
     """
 
     def __init__(
@@ -97,14 +104,29 @@ class NoisyLabelDataModule(LightningDataModule):
         noise_seed: int = 0,
         samples_per_epoch: int | None = None,
         source_kwargs: dict[str, Any] | None = None,
+        folder: FolderFiles | None = None,
+        predict_on: Literal["test", "train", "noisy", "clean", "val"] = "test",
+        predict_images: str | None = None,
     ) -> None:
         super().__init__()
         self.noise = noise or NoiseSpec()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{name} = {value}: must be a positive integer")
-        self.save_hyperparameters(ignore=["noise"])
-        self.source = create_source(dataset, root, download=download, **(source_kwargs or {}))
+        self.save_hyperparameters(ignore=["noise", "folder"])
+        kwargs = dict(source_kwargs or {})
+        if folder is not None:
+            if dataset != "folder_csv":
+                raise ConfigError(
+                    f"data.folder is set for dataset {dataset!r}: it describes dataset: folder_csv"
+                )
+            kwargs |= (folder if isinstance(folder, FolderFiles) else FolderFiles(**folder)).as_kwargs()
+        self.source = create_source(dataset, root, download=download, **kwargs)
+        if dataset == "folder_csv" and self.noise.kind != "none":
+            log.warning(
+                "lnl: data.noise.kind = %s adds synthetic noise on top of your labels; set data.noise.kind: none "
+                "to learn from them as given", self.noise.kind,
+            )  # fmt: skip
         self.noise.validate(self.source.num_classes)
         self.requirements = DataRequirements()
         self._build()  # split and noise now, so that bad settings fail before any training machinery starts
@@ -331,8 +353,50 @@ class NoisyLabelDataModule(LightningDataModule):
             return []
         return self._eval_loader(self.train_set, self.given_labels, self.val_index)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list:
+        if not self.has_test_set:
+            return []
         return self._eval_loader(self.test_set, self.test_set.labels, np.arange(len(self.test_set)))
 
+    @property
+    def has_test_set(self) -> bool:
+        return len(self.test_set) > 0
+
+    @property
+    def train_list_size(self) -> int:
+        """Rows of the source's training list (the first rows of `train_set`; Clothing1M / folder_csv: noisy list)."""
+        parts = self.source.predefined_parts()
+        return len(parts["noisy"]) if parts is not None else len(self.source.train())
+
+    def report_dataloader(self, batch_size: int, part: Literal["train", "test"] = "train") -> DataLoader:
+        """Every used training sample (or the test set) in index order, eval transforms, one process."""
+        if part == "test":
+            images, labels, ids = self.test_set, self.test_set.labels, np.arange(len(self.test_set))
+        else:
+            images, labels = self.train_set, self.given_labels
+            ids = np.sort(np.concatenate([self.noisy_index, self.clean_index, self.val_index]))
+        dataset = LabelledImages(images, labels, None, self._transforms().eval)
+        sampler = EpochSampler(ids, seed=0, shuffle=False)
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=self.hparams.num_workers
+        )
+
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        """`predict_images` (new images), or the split named by `predict_on`; items carry index (and path)."""
+        hp = self.hparams
+        if hp.predict_images:
+            paths = list_new_images(hp.predict_images)
+            mode = "L" if self.in_chans == 1 else "RGB"
+            return DataLoader(NewImages(paths, self._transforms().eval, mode), batch_size=hp.eval_batch_size,
+                              num_workers=hp.num_workers)  # fmt: skip
+        if hp.predict_on == "test":
+            return self.test_dataloader()
+        ids = {
+            "noisy": self.noisy_index,
+            "clean": self.clean_index,
+            "val": self.val_index,
+            "train": np.sort(np.concatenate([self.noisy_index, self.clean_index, self.val_index])),
+        }
+        if hp.predict_on not in ids:
+            raise ConfigError(f"data.predict_on = {hp.predict_on!r}: allowed are test, {', '.join(ids)}")
+        return self._eval_loader(self.train_set, self.given_labels, ids[hp.predict_on])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,47 @@ class Clothing1MSource(DataSource):
         return {"noisy": p["noisy_train"], "clean": p["clean_train"], "val": p["clean_val"]}
 
 
+@dataclass
+class FolderFiles:
+    """Your own images (`data.dataset: folder_csv`, `data.folder: {...}`): CSVs of `path,label` rows with paths
+    relative to `data.root` and an optional header row.
+
+    Args:
+        train_csv: the labels to learn from (noisy). Without `val_csv` a validation hold-out is split off it
+            (`data.val_per_class`).
+        val_csv: a validation list (its labels are trusted unless `data.val_labels: noisy`).
+        test_csv: a test list; without it the run reports no test accuracy.
+        clean_csv: trusted labels for some images (a clean set for EMLC / MLC; needs `val_csv`). Training images
+            also listed here get these labels as their true labels in the label report.
+        image_size: side in pixels the images are resized / cropped to (use the images' own size for small ones).
+        num_classes: number of classes (default: the largest label + 1).
+    """
+
+    train_csv: str = "train.csv"
+    val_csv: str | None = None
+    test_csv: str | None = None
+    clean_csv: str | None = None
+    image_size: int = 224
+    num_classes: int | None = None
+
+    def as_kwargs(self) -> dict:
+        return asdict(self)
+
+
+def _note_resize(path: str, image_size: int) -> None:
+    """Say so when images are resized by a factor of two or more (e.g. 32-px images to the default 224)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        width, height = im.size
+    if max(width, height) * 2 <= image_size or min(width, height) >= 2 * image_size:
+        warnings.warn(
+            f"folder_csv images are {width}x{height} px (first: {path}); data.folder.image_size = {image_size} "
+            "resizes them; set it to about their size for small images",
+            stacklevel=2,
+        )
+
+
 @register_source("folder_csv")
 class FolderCSVSource(DataSource):
     """A user's images with CSVs of ``path,label`` rows (paths relative to ``root``; optional header).
@@ -170,9 +212,10 @@ class FolderCSVSource(DataSource):
         for part, name in {"train": train_csv, "clean": clean_csv, "val": val_csv, "test": test_csv}.items():
             if name is None:
                 continue
-            if not (root / name).is_file():
-                raise ConfigError(f"{part}_csv = {name}: file not found under {root}")
-            tables[part] = (*_read_pairs(root / name, ","), root / name)
+            path = root / name if (root / name).is_file() else Path(name)  # under root, else as given
+            if not path.is_file():
+                raise ConfigError(f"{part}_csv = {name}: file not found under {root} nor at {name}")
+            tables[part] = (*_read_pairs(path, ","), path)
         if not len(tables["train"][1]):
             raise ConfigError(f"train_csv = {train_csv}: no 'path,label' rows in it")
         top = max(int(t[1].max(initial=-1)) for t in tables.values()) + 1
@@ -180,6 +223,7 @@ class FolderCSVSource(DataSource):
         for rels, y, lines, path in tables.values():
             _check_range(y, self.num_classes, f"{path} (num_classes = {self.num_classes})", lines)
             _check_exist(root, rels, str(path))
+        _note_resize(str(root / tables["train"][0][0]), image_size)
         clean_of = dict(zip(*tables["clean"][:2])) if "clean" in tables else {}
         self._parts = {}
         for part, (rels, y, _, _) in tables.items():
@@ -190,9 +234,8 @@ class FolderCSVSource(DataSource):
         return self._parts["train"]
 
     def test(self) -> ImageSet:
-        if "test" not in self._parts:
-            raise ConfigError("test_csv = None: folder_csv needs a test_csv of 'path,label' rows to test")
-        return self._parts["test"]
+        """The test list, or an empty set without `test_csv` (the run then reports no test accuracy)."""
+        return self._parts.get("test", ImageSet(np.zeros(0), np.zeros(0), paths=[]))
 
     def predefined_parts(self) -> dict[str, ImageSet] | None:
         if "val" not in self._parts:

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lnl.errors import ConfigError
 from lnl.models.backbones import create_backbone
 from lnl.models.init import load_matching_state
+from lnl.report.evidence import LabelEvidence, loss_based_evidence
 
 
 class NonFiniteError(RuntimeError):
@@ -270,4 +271,13 @@ class LNLModule(LightningModule):
         self._eval_step("test", batch)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self.student(batch["x"]).argmax(dim=-1)
+        """Class probabilities of the student (the prediction writer turns them into `predictions.csv`)."""
+        return torch.softmax(self.student(batch["x"]).float(), dim=-1)
+
+    # ---------------------------------------------------------------- label report
+    def begin_label_evidence(self) -> None:
+        """Called once before `label_evidence` runs over the training set (a method precomputes what it needs)."""
+
+    def label_evidence(self, x: Tensor, y: Tensor, index: Tensor) -> LabelEvidence:
+        """Evidence that a given label is wrong; by default CE's loss-based score of the student (lnl.report)."""
+        return loss_based_evidence(self.student(x), y)

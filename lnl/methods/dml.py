@@ -28,6 +28,7 @@ from lnl.losses import (
 from lnl.methods.bilevel import TeacherStudent, check_choice
 from lnl.methods.dml_diagnostics import SelectionDiagnostics
 from lnl.methods.selection import SelectionConfig, SmallLossSelector
+from lnl.report.evidence import LabelEvidence, flagged_correction, loss_based_evidence
 
 
 class DML(TeacherStudent):
@@ -150,6 +151,19 @@ class DML(TeacherStudent):
         self.steps_done += 1
         self.diagnostics.log_step(self, (1 - lam) * loss_pl.detach() + loss_rest.detach(), loss_t, h, counts,
                                   mask, nb, groups, conf)  # fmt: skip
+
+    def begin_label_evidence(self) -> None:
+        self._wrong_posterior = self.selector.wrong_label_posterior()
+
+    def label_evidence(self, x: Tensor, y: Tensor, index: Tensor) -> LabelEvidence:
+        """Issue score = P(high-loss mode | loss-bank score) in the sample's group (the selection's own view),
+        the student's where the bank never saw the sample; columns: selection frequency and bank score."""
+        ev, bank = loss_based_evidence(self.student(x), y), self.selector.bank[index]
+        posterior = self._wrong_posterior.to(x.device)[index]
+        score = torch.where(posterior.isnan(), ev.issue_score, posterior)
+        freq = self.selector.selection_frequency(index)
+        columns = ev.columns | {"selection_frequency": freq, "bank_score": bank}
+        return LabelEvidence(ev.probs, score, flagged_correction(score, ev.probs.argmax(1), y), columns)
 
     def _update_selection(self, index: Tensor, groups: Tensor, mask: Tensor, before: Tensor, after: Tensor,
                           h: Tensor) -> None:  # fmt: skip

@@ -21,6 +21,7 @@ from lnl.hypergrad.functional import wide
 from lnl.methods.base import has_true_labels
 from lnl.methods.bilevel import TeacherStudent, check_choice
 from lnl.models.teachers import LabelCorrector
+from lnl.report.evidence import LabelEvidence, flagged_correction, loss_based_evidence
 
 
 class EMLC(TeacherStudent):
@@ -151,6 +152,14 @@ class EMLC(TeacherStudent):
         x, y = step.inputs
         with frozen_buffers(self.teacher):
             yield self.teacher.correct(*self.teacher.features_and_logits(x), y)[0]
+
+    def label_evidence(self, x: Tensor, y: Tensor, index: Tensor) -> LabelEvidence:
+        """Issue score 1 − q(ỹ) of the teacher's corrected target q (Fig. 3); columns: its label and gate weight."""
+        ev = loss_based_evidence(self.student(x), y)
+        q, a = self.teacher.correct(*self.teacher.features_and_logits(x), y)
+        score = 1.0 - q.gather(1, y[:, None]).squeeze(1).float()
+        columns = ev.columns | {"teacher_label": q.argmax(1), "gate_weight": torch.sigmoid(a.float())}
+        return LabelEvidence(ev.probs, score, flagged_correction(score, q.argmax(1), y), columns)
 
     def _log_targets(self, q: Tensor, a: Tensor, nb: dict[str, Any]) -> None:
         """Gate means (overall, on right / wrong noisy labels) and per-epoch label recovery (needs y_true)."""

@@ -169,6 +169,8 @@ class SmallLossSelector(nn.Module):
         self.register_buffer("thresholds", torch.full((num_classes,), float("inf")))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_refresh_epoch", torch.full((), -1, dtype=torch.long))
+        self.register_buffer("times_seen", torch.zeros(num_samples))  # after warm-up: selection frequency
+        self.register_buffer("times_selected", torch.zeros(num_samples))
 
     @property
     def drifts(self) -> bool:
@@ -187,6 +189,8 @@ class SmallLossSelector(nn.Module):
         self.bank_labels = torch.cat([self.bank_labels, self.bank_labels.new_full((extra,), -1)])
         self.evidence = torch.cat([self.evidence, self.evidence.new_zeros(extra)])
         self.evidence_seen = torch.cat([self.evidence_seen, self.evidence_seen.new_zeros(extra)])
+        self.times_seen = torch.cat([self.times_seen, self.times_seen.new_zeros(extra)])
+        self.times_selected = torch.cat([self.times_selected, self.times_selected.new_zeros(extra)])
 
     def _ensure_size(self, n: int) -> None:
         if n > self.bank.numel():
@@ -198,6 +202,7 @@ class SmallLossSelector(nn.Module):
             self.bank = self.bank[:0]
             self.bank_labels, self.evidence = self.bank_labels[:0], self.evidence[:0]
             self.evidence_seen = self.evidence_seen[:0]
+            self.times_seen, self.times_selected = self.times_seen[:0], self.times_selected[:0]
             self._resize(n.numel())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -321,8 +326,34 @@ class SmallLossSelector(nn.Module):
             if self._needs_refresh(epoch):
                 self.refresh_thresholds(epoch)
             mask = self.bank[index] <= self.thresholds[groups]
+            if epoch >= self.warmup_epochs:
+                self._count(index, mask)
         self.step += 1
         return mask
+
+    def _count(self, index: Tensor, mask: Tensor) -> None:
+        """Times each sample was seen and selected after warm-up (all-gathered): its selection frequency."""
+        got = self._gathered(index, mask.double())
+        if got is not None:
+            idx, selected = got
+            self.times_seen.index_put_((idx,), torch.ones_like(selected, dtype=self.times_seen.dtype), True)
+            self.times_selected.index_put_((idx,), selected.to(self.times_selected.dtype), True)
+
+    @torch.no_grad()
+    def wrong_label_posterior(self) -> Tensor:
+        """Per sample, P(high-loss component | bank score) of a two-Gaussian mixture fitted to its group's bank
+        (the DivideMix reading of the small-loss trick); NaN for samples never seen."""
+        out = torch.full_like(self.bank, float("nan"), dtype=torch.float64)
+        for c in range(self.num_classes):
+            sel = self.bank_labels == c
+            if int(sel.sum()) >= 4:
+                out[sel] = fit_two_gaussians(self.bank[sel]).high_posterior(self.bank[sel])
+        return out.float()
+
+    def selection_frequency(self, index: Tensor) -> Tensor:
+        """Share of a sample's post-warm-up visits in which it was selected into 𝒮 (NaN if never seen then)."""
+        seen = self.times_seen[index]
+        return torch.where(seen > 0, self.times_selected[index] / seen.clamp_min(1), torch.nan)
 
     def _per_batch(self, labels: Tensor, scores: Tensor, ratio: Tensor) -> Tensor:
         order = torch.argsort(scores, stable=True)
@@ -381,12 +412,23 @@ def two_segment_split(values: Tensor) -> int:
     return int(stat.argmax()) + 1
 
 
-def two_gaussian_weight(values: Tensor, iters: int = 50) -> float:
-    """Weight of the low-mean component of a two-component 1-D Gaussian mixture fitted by EM (Otsu start).
+@dataclass(frozen=True)
+class TwoGaussians:
+    """A two-component 1-D Gaussian mixture: weights, means and variances, low-mean component first."""
 
-    The mixture-proportion reading of the small-loss trick (as in DivideMix's GMM, Li et al. 2020): the share of a
-    group's losses that belongs to the low-loss (clean) component. Unequal variances are allowed.
-    """
+    weight: Tensor
+    mean: Tensor
+    var: Tensor
+
+    def high_posterior(self, values: Tensor) -> Tensor:
+        """P(high-mean component | value): the probability that a loss belongs to the wrongly labelled mode."""
+        v = values.double()[:, None]
+        log_p = -0.5 * ((v - self.mean) ** 2 / self.var + self.var.log()) + self.weight.clamp_min(1e-12).log()
+        return torch.softmax(log_p, dim=1)[:, 1]
+
+
+def fit_two_gaussians(values: Tensor, iters: int = 50) -> TwoGaussians:
+    """Two-component 1-D Gaussian mixture fitted by EM from the Otsu split (unequal variances allowed)."""
     v = values.double().flatten()
     n = v.numel()
     v_sorted = torch.sort(v).values
@@ -402,7 +444,17 @@ def two_gaussian_weight(values: Tensor, iters: int = 50) -> float:
         nk = r.sum(0).clamp_min(1e-9)
         w, mu = nk / n, (r * v[:, None]).sum(0) / nk
         var = ((r * (v[:, None] - mu) ** 2).sum(0) / nk).clamp_min(floor)
-    return float(w[int(torch.argmin(mu))])
+    order = torch.argsort(mu)
+    return TwoGaussians(w[order], mu[order], var[order])
+
+
+def two_gaussian_weight(values: Tensor, iters: int = 50) -> float:
+    """Weight of the low-mean component of a two-component 1-D Gaussian mixture fitted by EM (Otsu start).
+
+    The mixture-proportion reading of the small-loss trick (as in DivideMix's GMM, Li et al. 2020): the share of a
+    group's losses that belongs to the low-loss (clean) component.
+    """
+    return float(fit_two_gaussians(values, iters).weight[0])
 
 
 def ceil_count(ratio: float, n: int) -> int:

@@ -1,0 +1,68 @@
+"""`lnl predict`: `predictions.csv` (index or path, predicted label, confidence, top-k) in the checkpoint's run
+directory, for a split of the data module or a folder / CSV of new images (`data.predict_images`)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+TOP_K = 5
+
+
+def output_dir(trainer: Trainer) -> str:
+    """The run directory of the checkpoint being used (`.../version_N` for `.../version_N/checkpoints/x.ckpt`),
+    else the trainer's log directory."""
+    ckpt = trainer.ckpt_path
+    if ckpt:
+        folder = os.path.dirname(os.path.abspath(ckpt))
+        return os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else folder
+    return trainer.log_dir or "."
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Collects each predict batch's class probabilities and writes them as `predictions.csv` at the epoch's end
+    (`predictions_rank<r>.csv` per rank under several processes)."""
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="batch_and_epoch")
+        self.filename = filename
+        self.rows: list[list[Any]] = []
+        self.path: str | None = None
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.rows = []
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,  # noqa: PLR0913
+                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:  # fmt: skip
+        probs = prediction.float().cpu()
+        top = torch.topk(probs, min(TOP_K, probs.shape[1]), dim=1)
+        paths = batch.get("path")
+        for r in range(probs.shape[0]):
+            row: list[Any] = [int(batch["index"][r])]
+            row.append(paths[r] if paths is not None else "")
+            row.append(int(batch["y"][r]) if "y" in batch else "")
+            row += [int(top.indices[r, 0]), f"{float(top.values[r, 0]):.5f}"]
+            for label, p in zip(top.indices[r].tolist(), top.values[r].tolist()):
+                row += [label, f"{p:.5f}"]
+            self.rows.append(row)
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
+                           batch_indices: Any) -> None:  # fmt: skip
+        directory = output_dir(trainer)
+        name = self.filename if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.csv"
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, name)
+        k = (len(self.rows[0]) - 5) // 2 if self.rows else 0
+        header = ["index", "path", "given_label", "predicted_label", "confidence"]
+        header += [f"top{j + 1}_{what}" for j in range(k) for what in ("label", "prob")]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(self.rows)
+        if trainer.is_global_zero:
+            print(f"lnl: wrote {len(self.rows)} predictions to {self.path}")

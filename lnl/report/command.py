@@ -1,0 +1,70 @@
+"""`lnl report CKPT`: the label report, corrected labels, noise estimate and pictures of a saved checkpoint, written
+into its run directory (the same files a fit writes at its end, e.g. for an older checkpoint or another epoch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from lnl.errors import ConfigError
+
+
+def _run_dir(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `lnl report`; bad input ends with one `lnl: error:` line and exit code 2."""
+    parser = argparse.ArgumentParser(prog="lnl report", description=__doc__)
+    parser.add_argument(
+        "ckpt_path", help="a checkpoint written by `lnl fit` (e.g. .../checkpoints/last.ckpt)"
+    )
+    parser.add_argument("--config", help="the run's config (default: config.yaml of the checkpoint's run)")
+    parser.add_argument("--out", help="output directory (default: the checkpoint's run directory)")
+    args = parser.parse_args(argv)
+    try:
+        return _report(Path(args.ckpt_path), args.config, args.out)
+    except ConfigError as error:
+        print(f"lnl: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _report(ckpt: Path, config: str | None, out: str | None) -> int:
+    from lnl.cli import LNLCLI
+    from lnl.report.run import write_run_report
+
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt_path = {ckpt}: file not found")
+    run_dir = _run_dir(ckpt)
+    config = config or str(run_dir / "config.yaml")
+    if not Path(config).is_file():
+        raise ConfigError(f"config = {config}: file not found; pass --config with the run's config")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated or foreign file
+        raise ConfigError(f"ckpt_path = {ckpt}: not a readable checkpoint ({type(error).__name__})") from None
+    settings = yaml.safe_load(Path(config).read_text())
+    for key in ("ckpt_path", "weights_only"):  # a fit's saved config holds its subcommand's own arguments
+        settings.pop(key, None)
+    settings.setdefault("trainer", {}).update(logger=False, devices=1, strategy="auto")
+    cli = LNLCLI(args=settings, run=False)
+    model, datamodule = cli.model, cli.datamodule
+    datamodule.load_state_dict(state.get(type(datamodule).__qualname__, {}))
+    model.load_state_dict(state["state_dict"])
+    model.on_load_checkpoint(state)
+    directory = out or str(run_dir)
+    report = write_run_report(cli.trainer, model, datamodule, directory, ckpt.name)
+    results_path = os.path.join(directory, "results.json")
+    results = json.loads(Path(results_path).read_text()) if os.path.isfile(results_path) else {}
+    with open(results_path, "w") as f:
+        json.dump(results | report.results, f, indent=2, default=str)
+    n, flagged = report.results["report/n_samples"], report.results["report/n_flagged"]
+    print(f"lnl: label report of {ckpt.name}: {flagged} of {n} noisy-part labels flagged, estimated noise rate "
+          f"{report.results['report/noise_rate_estimate']:.4f}; files in {directory}")  # fmt: skip
+    return 0

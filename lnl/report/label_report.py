@@ -1,0 +1,209 @@
+"""`label_report.csv` and `corrected_labels.csv`: every training sample with the method's view of its label.
+
+Columns of `label_report.csv`: index, path (file-backed data), split (noisy / clean / val), given_label, true_label
+(−1 unknown), predicted_label and confidence (the student), the method's own evidence columns, issue_score in
+[0, 1] (higher = more likely mislabelled; defined by each method's `label_evidence`), flagged (issue_score > 1/2)
+and corrected_label. `corrected_labels.csv` holds one row per row of the training list: `path,label` for your
+own images (a `folder_csv` train CSV) or `index,label` for built-in datasets (`noise.kind: file`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lnl.report.estimates import (
+    NoiseEstimate,
+    auroc,
+    estimate_noise,
+    precision_at_k,
+    realized_transition,
+    transition_mae,
+)
+
+
+@dataclass
+class LabelReport:
+    """Per-sample arrays over the used training samples, in index order (see the module docstring)."""
+
+    index: np.ndarray
+    split: np.ndarray
+    given: np.ndarray
+    true: np.ndarray
+    probs: np.ndarray
+    issue_score: np.ndarray
+    corrected: np.ndarray
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    paths: list[str] | None = None
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.issue_score > 0.5
+
+    def part(self, name: str) -> np.ndarray:
+        """Boolean mask of the samples of one split."""
+        return self.split == name
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """Numbers of a label report on the noisy part: flags, AUROC / precision@K against the truth, noise estimate."""
+
+    n_samples: int
+    n_flagged: int
+    noise: NoiseEstimate
+    realized: np.ndarray | None
+    auroc: float | None = None
+    auroc_loss: float | None = None
+    precision_at_k: float | None = None
+    precision_at_k_loss: float | None = None
+    k: int | None = None
+    transition_mae: float | None = None
+    corrected_accuracy: float | None = None
+    given_accuracy: float | None = None
+
+    def as_results(self) -> dict[str, Any]:
+        """Flat `report/...` entries for results.json (matrices as nested lists)."""
+        out: dict[str, Any] = {
+            "report/n_samples": self.n_samples,
+            "report/n_flagged": self.n_flagged,
+            "report/noise_rate_estimate": self.noise.noise_rate,
+            "report/transition_estimate": _rounded(self.noise.transition),
+        }
+        if self.realized is not None:
+            out["report/transition_realized"] = _rounded(self.realized)
+        for name in ("auroc", "auroc_loss", "precision_at_k", "precision_at_k_loss", "k", "transition_mae",
+                     "corrected_accuracy", "given_accuracy"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None:
+                out[f"report/{name}"] = value
+        return out
+
+
+def _rounded(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[None if np.isnan(v) else round(float(v), 5) for v in row] for row in matrix]
+
+
+@torch.no_grad()
+def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> LabelReport:
+    """Run the method's `label_evidence` over every used training sample (eval transforms, one process)."""
+    parts = {"noisy": datamodule.noisy_index, "clean": datamodule.clean_index, "val": datamodule.val_index}
+    loader = datamodule.report_dataloader(batch_size)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    model.begin_label_evidence()
+    chunks: dict[str, list[np.ndarray]] = {}
+    try:
+        for batch in loader:
+            x, y, index = batch["x"].to(device), batch["y"].to(device), batch["index"].to(device)
+            ev = model.label_evidence(x, y, index)
+            fields = {
+                "index": index,
+                "probs": ev.probs,
+                "issue_score": ev.issue_score,
+                "corrected": ev.corrected,
+            }
+            for name, value in (fields | {f"col:{k}": v for k, v in ev.columns.items()}).items():
+                chunks.setdefault(name, []).append(value.detach().float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    cat = {k: np.concatenate(v) for k, v in chunks.items()}
+    index = cat["index"].astype(np.int64)
+    split = np.empty(len(index), dtype=object)
+    for name, ids in parts.items():
+        split[np.isin(index, ids)] = name
+    paths = datamodule.train_set.paths
+    return LabelReport(
+        index=index, split=split, given=datamodule.given_labels[index].astype(np.int64),
+        true=np.asarray(datamodule.true_labels)[index].astype(np.int64), probs=cat["probs"],
+        issue_score=np.clip(cat["issue_score"], 0.0, 1.0), corrected=cat["corrected"].astype(np.int64),
+        columns={k[4:]: v for k, v in cat.items() if k.startswith("col:")},
+        paths=[paths[i] for i in index] if paths is not None else None,
+    )  # fmt: skip
+
+
+def summarize(report: LabelReport, num_classes: int) -> ReportSummary:
+    """Flags and the noise estimate on the noisy part; with true labels, AUROC, precision@K (K = the true number of
+    wrong labels) for the issue score and for the student's plain loss, T̂'s error against the realized T, and the
+    accuracy of the corrected labels against the given ones."""
+    noisy = report.part("noisy")
+    given, true, score = report.given[noisy], report.true[noisy], report.issue_score[noisy]
+    noise = estimate_noise(report.probs[noisy], given, num_classes)
+    base = ReportSummary(int(noisy.sum()), int(report.flagged[noisy].sum()), noise, None)
+    known = true >= 0
+    if not known.any():
+        return base
+    wrong = given[known] != true[known]
+    k = int(wrong.sum())
+    loss = report.columns.get("student_loss")
+    loss = loss[noisy][known] if loss is not None else None
+    realized = realized_transition(true, given, num_classes)
+    return ReportSummary(
+        base.n_samples, base.n_flagged, noise, realized,
+        auroc=auroc(score[known], wrong), auroc_loss=auroc(loss, wrong) if loss is not None else None,
+        precision_at_k=precision_at_k(score[known], wrong, k),
+        precision_at_k_loss=precision_at_k(loss, wrong, k) if loss is not None else None, k=k,
+        transition_mae=transition_mae(noise.transition, realized),
+        corrected_accuracy=float((report.corrected[noisy][known] == true[known]).mean()),
+        given_accuracy=float((~wrong).mean()),
+    )  # fmt: skip
+
+
+def write_label_report(report: LabelReport, path: str) -> str:
+    """Write `label_report.csv` (module docstring)."""
+    header = ["index"] + (["path"] if report.paths is not None else []) + ["split", "given_label", "true_label",
+              "predicted_label", "confidence", *report.columns, "issue_score", "flagged", "corrected_label"]  # fmt: skip
+    confidence = report.probs.max(1)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for r in range(len(report.index)):
+            row: list[Any] = [int(report.index[r])]
+            if report.paths is not None:
+                row.append(report.paths[r])
+            row += [report.split[r], int(report.given[r]), int(report.true[r]), int(report.predicted[r]),
+                    f"{confidence[r]:.5f}"]  # fmt: skip
+            row += [_cell(v[r]) for v in report.columns.values()]
+            row += [f"{report.issue_score[r]:.5f}", int(report.flagged[r]), int(report.corrected[r])]
+            writer.writerow(row)
+    return path
+
+
+def _cell(value: float) -> str:
+    if np.isnan(value):
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:.5f}"
+
+
+def write_corrected_labels(report: LabelReport, datamodule: Any, path: str) -> str:
+    """Write `corrected_labels.csv`: the given labels of the training list with the noisy part's corrections.
+
+    File-backed data gets `path,label` rows relative to the data root (read back as a `folder_csv` train CSV);
+    in-memory datasets get `index,label` rows for every index of the source's train set (`noise.kind: file`).
+    """
+    labels = np.asarray(datamodule.given_labels).astype(np.int64).copy()
+    noisy = report.part("noisy")
+    labels[report.index[noisy]] = report.corrected[noisy]
+    rows = datamodule.train_list_size
+    paths = datamodule.train_set.paths
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        if paths is not None:
+            root = str(getattr(datamodule.source, "root", ""))
+            writer.writerow(["path", "label"])
+            writer.writerows((os.path.relpath(paths[i], root) if root else paths[i], int(labels[i]))
+                             for i in range(rows))  # fmt: skip
+        else:
+            writer.writerow(["index", "label"])
+            writer.writerows((i, int(labels[i])) for i in range(rows))
+    return path

@@ -1,0 +1,137 @@
+"""The report of real fits: files, pictures, W&B, corrected labels read back, `lnl report`, predictions, and the
+README's own-data example run verbatim."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from helpers.fakedata import write_folder_csv
+from lnl.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+QUICK = ["--trainer.enable_model_summary=false", "--trainer.enable_progress_bar=false"]
+SHORT_DML = ["--trainer.max_epochs=3", "--model.init_args.selection.warmup_epochs=1",
+             "--model.init_args.selection.schedule_epochs=1"]  # fmt: skip
+PICTURES = ("transition.png", "issue_scores.png", "per_class_accuracy.png", "learning_curves.png")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    with Image.open(path) as image:
+        image.verify()
+        assert image.size[0] > 100 and image.size[1] > 100
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("wandb")  # one offline W&B service at a time
+def test_dml_fit_writes_report_pictures_and_a_wandb_run_with_them() -> None:
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "logger" / "wandb.yaml"),
+            *SHORT_DML, *QUICK]  # fmt: skip
+    assert main(args) == 0
+    run = Path("runs/quickstart/version_0")
+    rows = read_csv(run / "label_report.csv")
+    assert len(rows) == sum(1 for _ in (run / "labels.csv").open()) - 1  # every used training sample
+    assert {
+        "selection_frequency",
+        "bank_score",
+        "student_loss",
+        "issue_score",
+        "flagged",
+        "corrected_label",
+    } <= set(rows[0])
+    for name in (*PICTURES, "dml_selection.png"):
+        assert_png(run / name)
+    results = json.loads((run / "results.json").read_text())
+    assert 0.0 <= results["report/auroc"] <= 1.0 and results["report/k"] > 0
+    assert len(results["report/transition_estimate"]) == 10
+    assert results["report/weights"] == "best_val"
+
+    wandb_run = next(Path("runs/wandb").glob("offline-run-*"))
+    images = {p.name.split("_")[0] for p in (wandb_run / "files" / "media" / "images").rglob("*.png")}
+    assert {"transition", "issue", "per", "learning"} <= images, images
+    assert {"report", "dml"} <= {p.name for p in (wandb_run / "files" / "media" / "images").iterdir()}
+    log = next(wandb_run.glob("*.wandb")).read_bytes()  # the offline run's records (summary, artifacts)
+    for key in (b"report/auroc", b"report/noise_rate_estimate", b"test/acc_best_val", b"noise/realized_rate"):
+        assert key in log, f"summary key {key!r} not in the offline run"
+    for name in (b"run-report", b"label_report.csv", b"corrected_labels.csv", b"labels.csv", b"results.json"):
+        assert name in log, f"{name!r} not in the offline run's artifact records"
+
+
+@pytest.mark.slow
+def test_emlc_fit_draws_its_gate_and_label_recovery() -> None:
+    args = ["fit", "--config", str(CONFIGS / "emlc_digits_unif40_k5.yaml"), "--trainer.max_epochs=2", *QUICK]
+    assert main(args) == 0
+    run = Path("runs/emlc_digits_unif40_k5/version_0")
+    assert_png(run / "label_correction.png")
+    rows = read_csv(run / "label_report.csv")
+    assert all(0.0 < float(r["gate_weight"]) < 1.0 for r in rows)
+
+
+@pytest.mark.slow
+def test_corrected_labels_train_back_and_lnl_report_reproduces_the_fit() -> None:
+    """CE, then CE on its corrected labels (the README's two commands): the second run's realized noise rate is
+    exactly 1 − the first report's corrected-label accuracy; `lnl report` on the best checkpoint rewrites the same
+    label report."""
+    first = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--trainer.max_epochs=2", *QUICK]
+    assert main(first) == 0
+    run = Path("runs/quickstart_ce/version_0")
+    results = json.loads((run / "results.json").read_text())
+    corrected = read_csv(run / "corrected_labels.csv")
+    assert len(corrected) == 1437 and list(corrected[0]) == ["index", "label"]
+
+    original = (run / "label_report.csv").read_bytes()
+    assert main(["report", results["best_checkpoint"]]) == 0
+    assert (run / "label_report.csv").read_bytes() == original
+
+    second = [
+        *first,
+        f"--data.init_args.noise={{kind: file, file: {run / 'corrected_labels.csv'}, rate: 0, count: sampled}}",
+    ]
+    assert main(second) == 0
+    again = json.loads(Path("runs/quickstart_ce/version_1/results.json").read_text())
+    assert again["noise/realized_rate"] == pytest.approx(
+        1.0 - results["report/corrected_accuracy"], abs=1e-12
+    )
+
+
+def readme_own_data_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- own-data-example.*?-->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "README lost its own-data example"
+    return [line for line in block.group(1).splitlines() if line.startswith("lnl ")]
+
+
+@pytest.mark.slow
+def test_readme_own_data_example_runs_verbatim(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "configs").symlink_to(CONFIGS)
+    write_folder_csv(in_tmp / "my_images", n=120, num_classes=4, image_size=32, n_clean=0, n_val=0, n_test=0)
+    write_folder_csv(
+        in_tmp / "new_images", n=7, num_classes=4, image_size=32, n_clean=0, n_val=0, n_test=0, seed=1
+    )
+    commands = readme_own_data_commands()
+    assert len(commands) == 3
+    for command in commands:
+        assert main(shlex.split(command)[1:]) == 0, command
+    out = capsys.readouterr().out
+    assert "labels as given" in out
+    run = Path("runs/own_data/version_0")
+    report = read_csv(run / "label_report.csv")
+    assert report[0]["path"].endswith(".png") and len(report) == 120
+    predictions = read_csv(run / "predictions.csv")
+    assert len(predictions) == 7 and all(Path(p["path"]).is_file() for p in predictions)
+    assert all(0.0 <= float(p["confidence"]) <= 1.0 for p in predictions)
+    corrected = read_csv(run / "corrected_labels.csv")
+    assert list(corrected[0]) == ["path", "label"] and len(corrected) == 120
