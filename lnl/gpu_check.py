@@ -51,6 +51,7 @@ class Sizes:
     steps: int = 20
     threads: int | None = None
     fit_steps: int = 200
+    fit_timeout_s: int = 240
     fit_overrides: tuple[str, ...] = ()  # extra `lnl fit` flags (CPU: a tiny backbone and batch)
     train_per_class: int = 500
     test_per_class: int = 100
@@ -59,7 +60,7 @@ class Sizes:
 GPU = Sizes("cuda")
 CPU = Sizes(
     "cpu", backbone="tiny_cnn", batch=4, emlc_backbone="tiny_cnn", emlc_batch=4, warmup=1, steps=3, threads=1,
-    fit_steps=3, train_per_class=4, test_per_class=2,
+    fit_steps=3, fit_timeout_s=120, train_per_class=4, test_per_class=2,
     fit_overrides=("--model.init_args.backbone=tiny_cnn", "--data.init_args.batch_size=8",
                    "--data.init_args.clean_batch_size=8", "--data.init_args.eval_batch_size=32"),
 )  # fmt: skip
@@ -198,16 +199,22 @@ def run_fits(sizes: Sizes, out: Path) -> list[FitRun]:
     with tempfile.TemporaryDirectory(prefix="lnl_gpu_check_") as tmp:
         root = write_cifar10(Path(tmp) / "cifar10", sizes.train_per_class, sizes.test_per_class).parent
         env = dict(os.environ, **({"OMP_NUM_THREADS": "1"} if sizes.device == "cpu" else {}))
+        package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very lnl
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         for method in FIT_CONFIGS:
             probe_json, probe_cfg = Path(tmp) / f"{method}_probe.json", Path(tmp) / f"{method}_probe.yaml"
-            probe_cfg.write_text(
-                f"trainer:\n  callbacks:\n  - class_path: lnl.gpu_check.FitProbe\n    init_args: {{path: {probe_json}, steps: {sizes.fit_steps}}}\n"
-            )
+            probe = {"class_path": "lnl.gpu_check.FitProbe", "init_args": {"path": str(probe_json),
+                                                                            "steps": sizes.fit_steps}}  # fmt: skip
+            probe_cfg.write_text(json.dumps({"trainer": {"callbacks": [probe]}}))  # JSON is YAML
             cmd = fit_command(method, sizes, root, out, probe_cfg)
             log = out / f"fit_{method}.log"
             t0 = time.perf_counter()
             with open(log, "w") as f:
-                code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=out).returncode
+                try:
+                    code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=out,
+                                          timeout=sizes.fit_timeout_s).returncode  # fmt: skip
+                except subprocess.TimeoutExpired:
+                    code = 124
             run = FitRun(method, cmd, code, round(time.perf_counter() - t0, 2), str(log))
             if probe_json.is_file():
                 for key, value in json.loads(probe_json.read_text()).items():
@@ -231,26 +238,31 @@ def _cell(r: BenchResult) -> str:
     return f"{ms} ms, {ratio}, {r.peak_mem_mb:.0f} MB"
 
 
+def _speedup(by: dict[str, BenchResult], slow: str, fast: str) -> str:
+    return f"{by[slow].ms_mean / by[fast].ms_mean:.2f}x" if slow in by and fast in by else "-"
+
+
 def summary(report: GpuCheckReport) -> str:
     """The short Markdown summary: step ms and peak memory per variant and setting, bf16 vs fp32, the fits."""
-    head = "fallback (CPU, tiny sizes)" if report.cpu_fallback else "GPU"
+    head = "CPU fallback at tiny sizes" if report.cpu_fallback else "GPU sizes"
     budget = "" if report.cpu_fallback or report.wall_s <= BUDGET_S else f" (over the {BUDGET_S} s budget)"
-    lines = [f"# lnl gpu-check: {report.device_name} ({head}), {report.wall_s:.0f} s{budget}, "
+    lines = [f"# lnl gpu-check: {report.device_name}, {head}, {report.wall_s:.0f} s{budget}, "
              f"{'OK' if report.ok else 'FAILED'}", ""]  # fmt: skip
     for suite in dict.fromkeys(s.suite for s in report.benches):
         sections = [s for s in report.benches if s.suite == suite]
         backbone, batch = sections[0].backbone, sections[0].batch_size
-        lines += [f"## bench `{backbone}`, batch {batch}: ms per step (mean), x CE step, peak MB", "",
-                  "| method | variant | " + " | ".join(s.name for s in sections) + " | bf16 speed-up vs fp32 |",
-                  "|---|---|" + "---|" * (len(sections) + 1)]  # fmt: skip
+        what = "every method" if suite == "all" else suite.upper()
+        lines += [f"## bench, {what}: `{backbone}`, batch {batch}: ms per step (mean), x CE step, peak MB", "",
+                  "| method | variant | " + " | ".join(s.name for s in sections) + " | bf16 / fp32 speed | channels_last / bf16 speed |",
+                  "|---|---|" + "---|" * (len(sections) + 2)]  # fmt: skip
         rows: dict[tuple[str, str], dict[str, BenchResult]] = {}
         for s in sections:
             for r in s.results:
                 rows.setdefault((r.method, r.variant), {})[s.name] = r
         for (method, variant), by in rows.items():
             cells = [_cell(by[s.name]) if s.name in by else "-" for s in sections]
-            speed = f"{by['fp32'].ms_mean / by['bf16'].ms_mean:.2f}x" if {"fp32", "bf16"} <= set(by) else "-"
-            lines.append(f"| {method} | {variant} | " + " | ".join(cells) + f" | {speed} |")
+            speed = [_speedup(by, "fp32", "bf16"), _speedup(by, "bf16", "bf16_channels_last")]
+            lines.append(f"| {method} | {variant} | " + " | ".join(cells + speed) + " |")
         lines += [f"error in {s.name}: {s.error.splitlines()[0]}" for s in sections if s.error] + [""]
     lines += ["## fits (`lnl fit`, bf16-mixed, DDP, 1 device)", "",
               "| method | exit | steps | global_step | steps/s | train s | wall s | peak MB | strategy |",
