@@ -6,10 +6,13 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from lnl.bench import variants
 from lnl.gpu_check import CPU, METHODS, SETTINGS, main
 
 
+@pytest.mark.slow  # ~30-45 s on 2 cores: `make test` (CI) runs it, `make test-fast` does not
 def test_cpu_fallback_benches_every_method_and_setting_and_runs_both_fits(tmp_path: Path, capsys) -> None:
     out = tmp_path / "gpu_check"
     assert main(["--cpu-fallback", "--out", str(out)]) == 0
