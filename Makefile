@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/quickstart.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format quickstart bench clean
+.PHONY: help install test test-fast lint format quickstart bench gpu-check bench-loader clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ quickstart: install ## DML on the bundled Digits data with 40% label noise (CPU,
 
 bench: install ## Step time and memory of each method vs CE (ARGS="--methods ce,dml --device cpu")
 	$(BIN)/python -m lnl.bench $(ARGS)
+
+gpu-check: install ## GPU readiness: bench of every method (fp32/bf16/channels_last) + 200-step DDP fits (CPU fallback without CUDA)
+	$(BIN)/python -m lnl.gpu_check --out runs/gpu_check $(ARGS)
+
+bench-loader: install ## Loading at Clothing1M scale: images/s per worker count, per-sample seeding cost (ARGS="--workers 0,4,8")
+	$(BIN)/python -m lnl.bench_loader $(ARGS)
 
 clean: ## Remove runs and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ same kind of number as ms per training iteration.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import inspect
 import json
@@ -21,12 +22,39 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 
 from lnl.methods.base import LNLModule
+
+
+class BenchError(RuntimeError):
+    """A variant's child process failed (its stderr tail is in the message)."""
+
+
+@dataclass
+class BenchResult:
+    """One (method, variant)'s step times (ms), CPU time per step and peak memory (MB), and ratios to CE."""
+
+    method: str
+    variant: str
+    ms_median: float
+    ms_mean: float
+    ms_min: float
+    ms_max: float
+    cpu_ms_mean: float
+    peak_mem_mb: float
+    ratio_vs_ce: float | None = None
+    cpu_ratio_vs_ce: float | None = None
+    mem_ratio_vs_ce: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchResult:
+        """The record from its JSON form (unknown keys are ignored)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def method_class(name: str) -> type[LNLModule]:
@@ -63,12 +91,17 @@ class BenchData(LightningDataModule):
         b, size, c = args.batch_size, args.image_size, args.num_classes
         self.num_classes, self.train_size = c, 50 * b
 
-        def images(n: int) -> torch.Tensor:
-            return torch.randn(n, 3, size, size, generator=g).to(device)
+        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
 
-        x = {view: images(b) for view in method.train_views}
+        def images(n: int) -> torch.Tensor:
+            return torch.randn(n, 3, size, size, generator=g).to(device).contiguous(memory_format=fmt)
+
+        x: dict[str, torch.Tensor] = {}
+        for i, view in enumerate(method.train_views):  # numbered like the data module: strong, strong2
+            n = method.train_views[:i].count(view)
+            x[view if n == 0 else f"{view}{n + 1}"] = images(b)
         noisy = {
-            "x": x if len(x) > 1 else x["weak"],
+            "x": x if len(x) > 1 else next(iter(x.values())),
             "y": torch.randint(0, c, (b,), generator=g).to(device),
             "y_true": torch.randint(0, c, (b,), generator=g).to(device),
             "index": torch.randperm(self.train_size, generator=g)[:b].to(device),
@@ -91,7 +124,7 @@ class StepTimer(Callback):
     """Wall time of each training step (synchronized on CUDA) and peak memory after the warm-up."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self.cpu_times, self.rss_start = warmup, [], [], 0.0
+        self.warmup, self.times, self.cpu_times, self.rss_start, self.rss_max = warmup, [], [], 0.0, 0.0
 
     def _sync(self, module: Any) -> None:
         if module.device.type == "cuda":
@@ -112,6 +145,7 @@ class StepTimer(Callback):
         if batch_idx >= self.warmup:
             self.times.append(1000 * (time.perf_counter() - self.t0))
             self.cpu_times.append(1000 * (time.process_time() - self.c0))
+            self.rss_max = max(self.rss_max, _rss_mb())
 
 
 def _rss_mb() -> float:
@@ -125,8 +159,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_variant(method: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Time one (method, variant) in this process."""
+def run_variant(method: str, variant: str, args: argparse.Namespace, isolated: bool = True) -> BenchResult:
+    """Time one (method, variant) in this process.
+
+    `isolated`: this process runs nothing else, so the CPU peak is the whole-process maximum resident set
+    (`ru_maxrss`); otherwise (several variants in one process) it is the resident set sampled after each timed
+    step. On CUDA the peak is the allocator's maximum over the timed steps either way.
+    """
+    gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     cls = method_class(method)
@@ -146,16 +188,18 @@ def run_variant(method: str, variant: str, args: argparse.Namespace) -> dict[str
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak = _peak_rss_mb() - timer.rss_start
+        peak = (_peak_rss_mb() if isolated else timer.rss_max) - timer.rss_start
     times = timer.times
-    return {
-        "method": method, "variant": variant, "ms_median": statistics.median(times),
-        "ms_mean": statistics.fmean(times), "ms_min": min(times), "ms_max": max(times),
-        "cpu_ms_mean": statistics.fmean(timer.cpu_times), "peak_mem_mb": round(peak, 1),
-    }  # fmt: skip
+    del trainer, model, data
+    return BenchResult(
+        method=method, variant=variant, ms_median=statistics.median(times), ms_mean=statistics.fmean(times),
+        ms_min=min(times), ms_max=max(times), cpu_ms_mean=statistics.fmean(timer.cpu_times),
+        peak_mem_mb=round(max(peak, 0.0), 1),
+    )  # fmt: skip
 
 
-def _variants(method: str) -> list[str]:
+def variants(method: str) -> list[str]:
+    """The variant names the bench times for `method` (`default` when the class lists none)."""
     return list(getattr(method_class(method), "bench_variants", {}) or {"default": {}})
 
 
@@ -181,18 +225,26 @@ def _child_args(args: argparse.Namespace, method: str, variant: str) -> list[str
     return argv + (["--channels-last"] if args.channels_last else [])
 
 
+def _ratio(value: float, ce: float) -> float | None:
+    return round(value / ce, 3) if ce > 0 else None
+
+
+def _fmt_ratio(value: float | None, width: int) -> str:
+    return f"{value:>{width}.2f}" if value is not None else f"{'n/a':>{width}}"
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The human-readable table of a bench report."""
     head = (f"{'method':<6} {'variant':<12} {'ms mean':>9} {'median':>9} {'min':>8} {'max':>8} {'x CE':>6} "
             f"{'x CE cpu':>8} {'peak MB':>9} {'x CE mem':>8}")  # fmt: skip
     rows = [
         f"{r['method']:<6} {r['variant']:<12} {r['ms_mean']:>9.1f} {r['ms_median']:>9.1f} {r['ms_min']:>8.1f} "
-        f"{r['ms_max']:>8.1f} {r['ratio_vs_ce']:>6.2f} {r['cpu_ratio_vs_ce']:>8.2f} {r['peak_mem_mb']:>9.1f} "
-        f"{r['mem_ratio_vs_ce']:>8.2f}"
+        f"{r['ms_max']:>8.1f} {_fmt_ratio(r['ratio_vs_ce'], 6)} {_fmt_ratio(r['cpu_ratio_vs_ce'], 8)} "
+        f"{r['peak_mem_mb']:>9.1f} {_fmt_ratio(r['mem_ratio_vs_ce'], 8)}"
         for r in report["results"]
     ]
     title = (f"device={report['device']} backbone={report['backbone']} batch={report['batch_size']} "
-             f"precision={report['precision']}")  # fmt: skip
+             f"precision={report['precision']}" + (" channels_last" if report.get("channels_last") else ""))  # fmt: skip
     return "\n".join([title, head, *rows])
 
 
@@ -215,34 +267,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _run_child(args: argparse.Namespace, method: str, variant: str) -> BenchResult:
+    out = subprocess.run(_child_args(args, method, variant), capture_output=True, text=True, env=_child_env())
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise BenchError(f"{method}:{variant} failed (exit {out.returncode})\n{out.stderr[-3000:]}")
+    return BenchResult.from_dict(json.loads(lines[-1].split(" ", 1)[1]))
+
+
+def run_bench(args: argparse.Namespace, isolate: bool = True) -> list[BenchResult]:
+    """Time CE and every variant of `args.methods` (CE first) and fill in the ratios to CE.
+
+    `isolate`: each variant in a fresh subprocess (the CLI's way: clean CPU memory peaks, glibc settings of
+    `_child_env`); otherwise all in this process, one after another (faster; CUDA peaks stay per variant, the
+    CPU peak becomes the resident set sampled after each step). Raises BenchError when a variant fails.
+    """
+    methods = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "ce"]
+    results = []
+    for method in ["ce", *methods]:
+        for variant in variants(method):
+            if isolate:
+                results.append(_run_child(args, method, variant))
+            else:
+                results.append(run_variant(method, variant, args, isolated=False))
+    ce = results[0]
+    for r in results:  # mean over whole k-step cycles; CPU time is steadier than wall time on a shared CPU
+        r.ratio_vs_ce = _ratio(r.ms_mean, ce.ms_mean)
+        r.cpu_ratio_vs_ce = _ratio(r.cpu_ms_mean, ce.cpu_ms_mean)
+        r.mem_ratio_vs_ce = _ratio(r.peak_mem_mb, ce.peak_mem_mb)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         method, variant = args.child.split(":")
-        print("BENCH_RESULT " + json.dumps(run_variant(method, variant, args)))
+        print("BENCH_RESULT " + json.dumps(asdict(run_variant(method, variant, args))))
         return 0
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if "ce" in methods:
-        methods.remove("ce")
-    results = []
-    for method in ["ce", *methods]:
-        for variant in _variants(method):
-            out = subprocess.run(
-                _child_args(args, method, variant), capture_output=True, text=True, env=_child_env()
-            )
-            lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
-            if out.returncode != 0 or not lines:
-                sys.stderr.write(out.stderr[-3000:])
-                print(f"lnl.bench: error: {method}:{variant} failed", file=sys.stderr)
-                return 1
-            results.append(json.loads(lines[-1].split(" ", 1)[1]))
-    ce = results[0]
-    for r in results:  # mean over whole k-step cycles; CPU time is steadier than wall time on a shared CPU
-        r["ratio_vs_ce"] = round(r["ms_mean"] / ce["ms_mean"], 3)
-        r["cpu_ratio_vs_ce"] = round(r["cpu_ms_mean"] / ce["cpu_ms_mean"], 3)
-        r["mem_ratio_vs_ce"] = round(r["peak_mem_mb"] / max(ce["peak_mem_mb"], 1e-9), 3)
+    try:
+        results = run_bench(args)
+    except BenchError as error:
+        print(f"lnl.bench: error: {error}", file=sys.stderr)
+        return 1
     report = {"device": args.device, "backbone": args.backbone, "batch_size": args.batch_size,
-              "precision": args.precision, "results": results}  # fmt: skip
+              "precision": args.precision, "channels_last": args.channels_last,
+              "results": [asdict(r) for r in results]}  # fmt: skip
     print(format_table(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers.fakedata import write_cifar10, write_cifar100, write_cifar_n, write_clothing1m
 from lnl.cli import main
+from lnl.data.fakedata import write_cifar10, write_cifar100, write_cifar_n, write_clothing1m
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RUN_CONFIGS = sorted(

@@ -10,8 +10,8 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from helpers.fakedata import write_cifar10, write_clothing1m
 from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
+from lnl.data.fakedata import write_cifar10, write_clothing1m
 from lnl.data.loading import EpochSampler
 from lnl.data.longtail import longtail_counts
 from lnl.data.noise import NoiseSpec, transition_matrix

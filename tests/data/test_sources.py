@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.fakedata import (
+from lnl.data import file_sources, sources
+from lnl.data.fakedata import (
     CIFAR10_CLASSES,
     CIFAR100_COARSE_OF_FINE,
     write_cifar10,
@@ -20,7 +21,6 @@ from helpers.fakedata import (
     write_clothing1m,
     write_folder_csv,
 )
-from lnl.data import file_sources, sources
 from lnl.data.noise import cifar10_asymmetric_map, read_label_file
 from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source
 from lnl.errors import ConfigError
