@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from lnl.console import HELP_EPILOG, EpochLine, interactive, silence_tips
+from lnl.console import HELP_EPILOG, EpochLine, HelpFormatter, interactive, silence_tips
 from lnl.data.datamodule import NoisyLabelDataModule
 from lnl.errors import ConfigError
 from lnl.methods.base import LNLModule, NonFiniteError, check_manual_trainer_settings
@@ -53,12 +53,13 @@ class LNLCLI(LightningCLI):
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("epilog", HELP_EPILOG)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         return super().init_parser(**kwargs)
 
     def add_subcommands(self, parser: LightningArgumentParser, subcommands: dict) -> None:
         super().add_subcommands(parser, subcommands)
         for subparser in self._subcommand_parsers.values():
-            subparser.epilog = HELP_EPILOG
+            subparser.epilog, subparser.formatter_class = HELP_EPILOG, HelpFormatter
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
         """Every run keeps an epoch history (learning curves) and writes predictions.csv on `predict`; a run whose

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 HELP_EPILOG = """\
@@ -19,6 +21,10 @@ Where to look next (each prints only its own options):
   lnl fit --config configs/quickstart.yaml --print_config
                                     a whole resolved config to start from
 """
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help formatter that keeps the epilog's line breaks."""
 
 
 class _NoTips(logging.Filter):

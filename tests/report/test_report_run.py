@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers.fakedata import write_folder_csv
 from lnl.cli import main
+from lnl.data.fakedata import write_folder_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
