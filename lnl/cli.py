@@ -6,17 +6,23 @@ import json
 import math
 import os
 import sys
+import warnings
+from argparse import ArgumentError
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from lnl import preflight
+from lnl.checkpointing import AtomicCheckpointIO, RollingCheckpoint
 from lnl.data.datamodule import NoisyLabelDataModule
-from lnl.errors import ConfigError
+from lnl.errors import ConfigError, check_yaml_files, parse_error_line
 from lnl.methods.base import LNLModule, NonFiniteError, check_manual_trainer_settings
+from lnl.resume import continue_metrics
 
 RUN_ROOT = "runs"
 
@@ -43,6 +49,7 @@ class LNLCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("parser_kwargs", {"exit_on_error": False})  # main() prints parse errors as one line
         kwargs.setdefault(
             "trainer_defaults", {"logger": {"class_path": "CSVLogger", "init_args": {"save_dir": RUN_ROOT}}}
         )
@@ -52,9 +59,10 @@ class LNLCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
         # Best-val checkpoint (model selection) and a separate rolling `last.ckpt` written every epoch (Lightning's
-        # own save_last only writes when a top-k checkpoint was written in the same step).
+        # own save_last only writes when a top-k checkpoint was written in the same step) and, with
+        # `last_checkpoint.every_n_train_steps: N`, every N steps inside an epoch (lnl/checkpointing.py).
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(RollingCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -63,10 +71,71 @@ class LNLCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
                 "last_checkpoint.filename": "last",
                 "last_checkpoint.enable_version_counter": False,
+                "last_checkpoint.every_n_epochs": 1,
             }
         )
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        """Read `--ckpt_path` ourselves first: a missing or corrupt checkpoint is one line (preflight)."""
+        self._checkpoint: dict[str, Any] | None = None
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path"):
+            self._checkpoint = preflight.read_checkpoint(self.config[subcommand].ckpt_path)
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        """Checks before anything is built or written: checkpoint, max_epochs, where the run goes (preflight)."""
+        config = self.config[self.subcommand]
+        self._resume_in_place = False
+        if self.subcommand == "fit":
+            preflight.check_max_epochs(config.trainer.max_epochs)
+        logger = _run_logger_args(config.trainer)
+        if logger is None:
+            return
+        if (
+            config.trainer.default_root_dir
+        ):  # honoured: the run directory goes there, not to the config's save_dir
+            logger.save_dir = config.trainer.default_root_dir
+        run = preflight.run_dir_of(config.ckpt_path) if config.ckpt_path else None
+        if (
+            run is not None and self.subcommand == "fit"
+        ):  # resume in place: the checkpoint's own run directory
+            logger.save_dir, logger.name, logger.version = run.save_dir, run.name, run.version
+            self._resume_in_place = True
+        elif run is not None:  # evaluation of a run's checkpoint: <run>/eval/<stage>_<checkpoint>/
+            logger.save_dir, logger.name = str(run.path), "eval"
+            logger.version = f"{self.subcommand}_{preflight.checkpoint_tag(config.ckpt_path)}"
+        preflight.check_writable(logger.save_dir, "trainer.logger.init_args.save_dir")
+
+    def _check_against_checkpoint(self) -> None:
+        """Refuse, naming the field, a resume whose data settings differ from the checkpoint's."""
+        checkpoint = self._checkpoint or {}
+        saved = checkpoint.get(type(self.datamodule).__qualname__, {})
+        if saved:
+            preflight.check_data_settings(
+                self.datamodule.settings(), saved.get("settings"), self.config.fit.ckpt_path
+            )
+        if self._resume_in_place:
+            continue_metrics(self.trainer.loggers, int(checkpoint.get("global_step", 0)))
+        self._checkpoint = None  # the trainer loads it again itself
+
+    def _tag_metrics(self) -> None:
+        """Evaluation metrics say which checkpoint they came from (`test/acc_last`, `test/acc_best-epoch012`)."""
+        path = self.config[self.subcommand].ckpt_path
+        self.model.metric_suffix = f"_{preflight.checkpoint_tag(path)}" if path else ""
+        self._checkpoint = None
+
+    before_test = before_validate = before_predict = _tag_metrics
+
     def before_fit(self) -> None:
+        self._check_against_checkpoint()
         datamodule, checkpoint = self.datamodule, self.trainer.checkpoint_callback
         if (
             not self.model.automatic_optimization
@@ -90,17 +159,20 @@ class LNLCLI(LightningCLI):
         if trainer.interrupted or trainer.state.status.value == "interrupted":
             return
         checkpoint = trainer.checkpoint_callback
+        model.metric_suffix = "_last"  # metric rows say which checkpoint they came from
         last = trainer.test(model, datamodule=datamodule, verbose=False)
         best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
+        model.metric_suffix = "_best_val"
         best = (
             trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
             if best_path
             else None
         )
+        model.metric_suffix = ""
         best_score = checkpoint.best_model_score if checkpoint is not None else None
         results = {
-            **_tagged(last, "_last"),
-            **_tagged(best, "_best_val"),
+            **_test_metrics(last),
+            **_test_metrics(best),
             "val/acc_best": float(best_score) if best_score is not None else None,
             "noise/realized_rate": datamodule.realized_rate,
             "method": type(model).__name__,
@@ -127,11 +199,19 @@ class LNLCLI(LightningCLI):
                 logger.experiment.finish()
 
 
-def _tagged(outputs: list[dict[str, float]] | None, suffix: str) -> dict[str, float]:
-    """`test/acc` -> `test/acc<suffix>` (and the teacher's accuracies likewise) from `trainer.test` outputs."""
-    return {
-        f"{k}{suffix}": float(v) for k, v in (outputs[0] if outputs else {}).items() if k.startswith("test/")
-    }
+def _test_metrics(outputs: list[dict[str, float]] | None) -> dict[str, float]:
+    """The `test/...` metrics of `trainer.test` outputs (already tagged with their checkpoint)."""
+    return {k: float(v) for k, v in (outputs[0] if outputs else {}).items() if k.startswith("test/")}
+
+
+def _run_logger_args(trainer: Any) -> Any:
+    """The init_args of the logger that names the run directory (the first; CSV or TensorBoard), if any."""
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    first = loggers[0] if loggers else None
+    class_path = getattr(first, "class_path", None) or ""
+    if class_path.rpartition(".")[2] in ("CSVLogger", "TensorBoardLogger"):
+        return first.init_args
+    return None
 
 
 def _fmt(value: float | None) -> str:
@@ -151,8 +231,13 @@ def summary(results: dict[str, Any], run_dir: str) -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2."""
-    argv = sys.argv[1:] if args is None else args
+    """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2.
+
+    `--debug` (anywhere) or LNL_DEBUG=1 shows the traceback instead.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv or os.environ.get("LNL_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if argv[:1] == ["aggregate"]:  # not a LightningCLI subcommand: results table from run directories
         from lnl.aggregate import main as aggregate_main
 
@@ -162,23 +247,27 @@ def main(args: list[str] | None = None) -> int:
 
         return runs_main(argv[1:])
     torch.set_float32_matmul_precision("high")
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv minus --debug
     try:
-        LNLCLI(args=args)
+        check_yaml_files(argv)
+        LNLCLI(args=argv)
     except Exception as error:  # our errors may arrive wrapped by jsonargparse's instantiation
-        cause = _user_error(error)
-        if cause is None:
+        message = _user_error(error)
+        if message is None or debug:
             raise
-        print(f"lnl: error: {cause}", file=sys.stderr)
+        print(f"lnl: error: {message}", file=sys.stderr)
         return 2
     return 0
 
 
-def _user_error(error: BaseException | None) -> BaseException | None:
-    """The ConfigError / NonFiniteError in an exception chain, if any."""
+def _user_error(error: BaseException | None) -> str | None:
+    """One line for a ConfigError / NonFiniteError / parse error in an exception chain, if there is one."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, (ConfigError, NonFiniteError)):
-            return error
+            return " ".join(str(error).split("\n"))
+        if isinstance(error, ArgumentError):
+            return parse_error_line(str(error))
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

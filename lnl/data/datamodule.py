@@ -241,8 +241,17 @@ class NoisyLabelDataModule(LightningDataModule):
             with open(os.path.join(directory, "labels.csv"), "w") as f:
                 f.write(self.labels_csv())
 
+    def settings(self) -> dict[str, Any]:
+        """The settings that decide the labels, by config key (`noise.rate`, `split_seed`, ...): a resume
+        with other values is refused naming the key (lnl/preflight.py)."""
+        hp = self.hparams
+        keys = ("dataset", "clean_per_class", "val_per_class", "val_labels", "longtail_ratio", "split_seed",
+                "noise_seed", "source_kwargs")  # fmt: skip
+        return {**{k: hp[k] for k in keys}, **{f"noise.{k}": v for k, v in vars(self.noise).items()}}
+
     def state_dict(self) -> dict[str, Any]:
         return {
+            "settings": self.settings(),
             "labels_sha256": self.labels_sha256,
             "noisy_index": torch.as_tensor(self.noisy_index),
             "clean_index": torch.as_tensor(self.clean_index),

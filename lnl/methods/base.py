@@ -74,6 +74,7 @@ class LNLModule(LightningModule):
     clean_augment: ClassVar[str] = "weak"
     eval_nets: ClassVar[tuple[str, ...]] = ("student",)
     epoch_means: ClassVar[tuple[str, ...]] = ()  # names logged with `log_masked_mean`
+    metric_suffix: str = ""  # val/test metrics name their checkpoint when set, e.g. `test/acc_last`
 
     def __init__(
         self,
@@ -260,7 +261,7 @@ class LNLModule(LightningModule):
         for name in self.eval_nets:
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(self.eval_logits(name, batch["x"]), batch["y"])
-            key = f"{stage}/acc" if name == "student" else f"{stage}/acc_{name}"
+            key = (f"{stage}/acc" if name == "student" else f"{stage}/acc_{name}") + self.metric_suffix
             self.log(key, metric, on_step=False, on_epoch=True, prog_bar=name == "student")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

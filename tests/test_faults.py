@@ -1,0 +1,145 @@
+"""Bad input, resume in place, evaluation runs (docs/design.md, "Runs, resume and faults").
+
+Every bad input of the issue's table ends with exactly one `lnl: error:` line naming the bad value, exit code 2,
+no traceback or usage text, and no new file under `runs/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from lnl.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+QUICK = [
+    "--config",
+    str(CONFIGS / "quickstart_ce.yaml"),
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.limit_train_batches=3",
+    "--trainer.limit_val_batches=1",
+]
+
+
+def listing(root: Path = Path("runs")) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*")) if root.exists() else []
+
+
+def short_fit(name: str = "first", epochs: int = 1) -> Path:
+    """A 1-epoch, 3-step fit; returns its last.ckpt."""
+    args = ["fit", *QUICK, f"--trainer.max_epochs={epochs}", f"--trainer.logger.init_args.name={name}"]
+    assert main(args) == 0
+    return Path("runs") / name / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def truncated() -> list[str]:
+    ckpt = short_fit()
+    data = ckpt.read_bytes()
+    Path("trunc.ckpt").write_bytes(data[: len(data) // 2])
+    return ["--ckpt_path=trunc.ckpt"]
+
+
+def typo_in_noise() -> list[str]:
+    Path("typo.yaml").write_text("data:\n  init_args:\n    noise: {kind: symmetric, rat: 0.4}\n")
+    return ["--config", "typo.yaml"]
+
+
+def invalid_yaml() -> list[str]:
+    Path("broken.yaml").write_text("trainer:\n  max_epochs: [1\n  devices: 1\n")
+    return ["--config", "broken.yaml"]
+
+
+def unwritable() -> list[str]:
+    Path("afile").write_text("")
+    return ["--trainer.logger.init_args.save_dir=afile/runs"]
+
+
+def changed_noise_rate() -> list[str]:
+    return [f"--ckpt_path={short_fit()}", "--data.init_args.noise.rate=0.3", "--trainer.max_epochs=2"]
+
+
+TABLE: list[tuple[str, Callable[[], list[str]], str]] = [
+    ("missing_ckpt", lambda: ["--ckpt_path=missing.ckpt"], "'missing.ckpt': no such file"),
+    ("truncated_ckpt", truncated, "'trunc.ckpt': not a readable checkpoint"),
+    ("unwritable_save_dir", unwritable, "'afile/runs'"),
+    ("typo_in_noise", typo_in_noise, "'data.init_args.noise.rat' (allowed: kind, rate,"),
+    (
+        "unknown_data_key",
+        lambda: ["--data.init_args.test_csv=x"],
+        "'data.init_args.test_csv' (allowed: dataset,",
+    ),
+    ("invalid_yaml", invalid_yaml, "broken.yaml, line 3"),
+    ("max_epochs_0", lambda: ["--trainer.max_epochs=0"], "trainer.max_epochs = 0"),
+    ("changed_noise_rate", changed_noise_rate, "data.noise.rate = 0.3 differs from the checkpoint's 0.4"),
+]
+
+
+@pytest.mark.parametrize(("make", "needle"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE])
+def test_bad_input_is_one_line_and_leaves_nothing_behind(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], make: Callable[[], list[str]], needle: str
+) -> None:
+    extra = make()
+    before = listing()
+    capsys.readouterr()
+    code = main(["fit", *QUICK, *extra])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("lnl: error:") and needle in lines[0], err
+    assert "Traceback" not in err and "usage:" not in err
+    assert listing() == before
+
+
+def test_debug_flag_shows_the_traceback(in_tmp: Path) -> None:
+    with pytest.raises(Exception, match="max_epochs = 0"):
+        main(["fit", *QUICK, "--trainer.max_epochs=0", "--debug"])
+
+
+def test_default_root_dir_is_honoured(in_tmp: Path) -> None:
+    assert main(["fit", *QUICK, "--trainer.max_epochs=1", "--trainer.default_root_dir=elsewhere"]) == 0
+    assert (Path("elsewhere") / "quickstart_ce" / "version_0" / "results.json").exists()
+    assert not Path("runs").exists()
+
+
+def _results(path: Path) -> dict:
+    results = json.loads((path / "results.json").read_text())
+    return results | {"best_checkpoint": Path(results["best_checkpoint"]).name}
+
+
+@pytest.mark.slow
+def test_resume_continues_in_the_same_run_directory(in_tmp: Path) -> None:
+    uninterrupted = short_fit("whole", epochs=3).parents[1]
+    ckpt = short_fit("cut", epochs=1)
+    assert main(["fit", *QUICK, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"]) == 0
+    run = ckpt.parents[1]
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    assert _results(run) == _results(
+        uninterrupted
+    )  # best-val tracking restored: same best checkpoint and score
+    assert (run / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        p.name for p in (uninterrupted / "checkpoints").iterdir()
+    )
+
+
+@pytest.mark.slow
+def test_evaluation_writes_into_the_checkpoints_run_and_names_it(in_tmp: Path) -> None:
+    ckpt = short_fit(epochs=2)
+    run = ckpt.parents[1]
+    with open(run / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert {"test/acc_last", "test/acc_best_val"} <= set(header) and "test/acc" not in header
+    for stage in ("test", "validate", "predict"):
+        assert main([stage, *QUICK, f"--ckpt_path={ckpt}"]) == 0
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    assert sorted(p.name for p in (run / "eval").iterdir()) == ["predict_last", "test_last", "validate_last"]
+    assert "test/acc_last" in (run / "eval" / "test_last" / "metrics.csv").read_text()
+    assert "val/acc_last" in (run / "eval" / "validate_last" / "metrics.csv").read_text()
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["NoisyLabelDataModule"]["settings"]["noise.rate"] == 0.4
