@@ -174,6 +174,7 @@ class LNLCLI(LightningCLI):
             **_test_metrics(last),
             **_test_metrics(best),
             "val/acc_best": float(best_score) if best_score is not None else None,
+            "train/skipped_nonfinite": model.skipped_nonfinite,
             "noise/realized_rate": datamodule.realized_rate,
             "method": type(model).__name__,
             "dataset": datamodule.hparams.dataset,

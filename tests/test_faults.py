@@ -143,3 +143,48 @@ def test_evaluation_writes_into_the_checkpoints_run_and_names_it(in_tmp: Path) -
     assert "val/acc_last" in (run / "eval" / "validate_last" / "metrics.csv").read_text()
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["NoisyLabelDataModule"]["settings"]["noise.rate"] == 0.4
+
+
+@pytest.mark.parametrize("method", ["CE", "DML"])
+def test_nan_batch_stops_the_run_naming_step_and_term(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], method: str
+) -> None:
+    config = "quickstart_ce.yaml" if method == "CE" else "quickstart.yaml"
+    args = ["fit", *QUICK, "--config", str(CONFIGS / config), "--trainer.max_epochs=1"]
+    args += ["--trainer.callbacks+=helpers.faults.NanAtBatch", "--trainer.callbacks.init_args.batch=1"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    step = 1 if method == "CE" else 2  # a DML batch steps two optimizers
+    assert len(err) == 1 and err[0].startswith(f"lnl: error: non-finite input batch at step {step}"), err
+
+
+@pytest.mark.parametrize("method", ["CE", "DML"])
+def test_nan_batch_is_skipped_and_counted(in_tmp: Path, method: str) -> None:
+    config = "quickstart_ce.yaml" if method == "CE" else "quickstart.yaml"
+    name = f"nan_{method}"
+    args = ["fit", *QUICK, "--config", str(CONFIGS / config), "--trainer.max_epochs=1"]
+    args += ["--trainer.callbacks+=helpers.faults.NanAtBatch", "--trainer.callbacks.init_args.batch=1"]
+    args += ["--model.init_args.on_nonfinite=skip", f"--trainer.logger.init_args.name={name}"]
+    assert main(args) == 0
+    run = Path("runs") / name / "version_0"
+    results = json.loads((run / "results.json").read_text())
+    assert results["train/skipped_nonfinite"] == 1
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_nan_loss_is_raised_or_skipped(in_tmp: Path, capsys: pytest.CaptureFixture[str], policy: str) -> None:
+    args = ["fit", *QUICK, "--trainer.max_epochs=1", f"--model.init_args.on_nonfinite={policy}"]
+    args += ["--trainer.callbacks+=helpers.faults.NanLossAtBatch", "--trainer.callbacks.init_args.batch=2"]
+    capsys.readouterr()
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    if policy == "raise":
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith("lnl: error: non-finite CE loss at step 2"), err
+    else:
+        assert code == 0
+        results = json.loads((Path("runs/quickstart_ce/version_0") / "results.json").read_text())
+        assert results["train/skipped_nonfinite"] == 1
