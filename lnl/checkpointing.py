@@ -12,6 +12,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lnl.errors import ConfigError
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write `<path>.tmp`, fsync, then `os.replace` it over `<path>`: a kill mid-write leaves the previous
@@ -28,13 +30,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RollingCheckpoint(ModelCheckpoint):
-    """The `last_checkpoint` callback: `last.ckpt` at every epoch end and, with `every_n_train_steps = N`, every
-    N training steps inside an epoch (the epoch's last step is left to the end-of-epoch save, which comes after
-    validation, so a resume never repeats or skips a validation)."""
+    """The `last_checkpoint` callback: `last.ckpt` at every epoch end and, with `every_n_steps = N`, also every N
+    global steps inside an epoch (Lightning's own `every_n_train_steps` would replace the epoch-end save).
+
+    The epoch's last batch is left to the end-of-epoch save, which comes after validation, so a resume never
+    repeats or skips a validation.
+    """
+
+    def __init__(self, *args: Any, every_n_steps: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if every_n_steps < 0:
+            raise ConfigError(f"last_checkpoint.every_n_steps = {every_n_steps}: must be 0 (off) or positive")
+        self.every_n_steps = every_n_steps
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if (
+            not self.every_n_steps
+            or trainer.global_step % self.every_n_steps
+            or batch_idx + 1 >= trainer.num_training_batches
+            or self._should_skip_saving_checkpoint(trainer)
+        ):
+            return
+        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))

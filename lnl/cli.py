@@ -60,7 +60,7 @@ class LNLCLI(LightningCLI):
         parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
         # Best-val checkpoint (model selection) and a separate rolling `last.ckpt` written every epoch (Lightning's
         # own save_last only writes when a top-k checkpoint was written in the same step) and, with
-        # `last_checkpoint.every_n_train_steps: N`, every N steps inside an epoch (lnl/checkpointing.py).
+        # `last_checkpoint.every_n_steps: N`, every N steps inside an epoch (lnl/checkpointing.py).
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(RollingCheckpoint, "last_checkpoint")
         parser.set_defaults(
@@ -71,7 +71,6 @@ class LNLCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
                 "last_checkpoint.filename": "last",
                 "last_checkpoint.enable_version_counter": False,
-                "last_checkpoint.every_n_epochs": 1,
             }
         )
 

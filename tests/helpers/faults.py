@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -57,3 +58,17 @@ class SlowCheckpointWrite(Callback):
             os.makedirs(os.path.dirname(marker), exist_ok=True)
             torch.save({"partial": True}, marker)  # a partial write, as a kill would leave it
             time.sleep(self.seconds)
+
+
+class KillAtStep(Callback):
+    """SIGKILL this process at the end of the training batch that brings the global step to `step` (before any
+    checkpoint of that step is written: checkpoint callbacks run after the others)."""
+
+    def __init__(self, step: int = 5) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
