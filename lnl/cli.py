@@ -85,8 +85,9 @@ class LNLCLI(LightningCLI):
         """Read `--ckpt_path` ourselves first: a missing or corrupt checkpoint is one line (preflight)."""
         self._checkpoint: dict[str, Any] | None = None
         subcommand = self.config.get("subcommand")
-        if subcommand and self.config[subcommand].get("ckpt_path"):
-            self._checkpoint = preflight.read_checkpoint(self.config[subcommand].ckpt_path)
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in preflight.LIGHTNING_CKPT_KEYWORDS:
+            self._checkpoint = preflight.read_checkpoint(path)
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -102,7 +103,7 @@ class LNLCLI(LightningCLI):
             config.trainer.default_root_dir
         ):  # honoured: the run directory goes there, not to the config's save_dir
             logger.save_dir = config.trainer.default_root_dir
-        run = preflight.run_dir_of(config.ckpt_path) if config.ckpt_path else None
+        run = preflight.run_dir_of(config.ckpt_path) if self._checkpoint is not None else None
         if (
             run is not None and self.subcommand == "fit"
         ):  # resume in place: the checkpoint's own run directory

@@ -17,6 +17,7 @@ import torch
 from lnl.errors import ConfigError
 
 _VERSION = re.compile(r"^version_(\d+)$")
+LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # `--ckpt_path=last`: Lightning finds the file
 
 
 @dataclass(frozen=True)
