@@ -81,38 +81,33 @@ class LNLCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
-    def _parse_ckpt_path(self) -> None:
-        """Read `--ckpt_path` ourselves first: a missing or corrupt checkpoint is one line (preflight)."""
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then check what can be checked before anything is seeded, built or written (preflight)."""
+        super().parse_arguments(parser, args)
         self._checkpoint: dict[str, Any] | None = None
-        subcommand = self.config.get("subcommand")
-        path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path and path not in preflight.LIGHTNING_CKPT_KEYWORDS:
-            self._checkpoint = preflight.read_checkpoint(path)
-        super()._parse_ckpt_path()
-
-    def before_instantiate_classes(self) -> None:
-        """Checks before anything is built or written: checkpoint, max_epochs, where the run goes (preflight)."""
-        config = self.config[self.subcommand]
         self._resume_in_place = False
-        if self.subcommand == "fit":
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        config = self.config[subcommand]
+        if config.ckpt_path and config.ckpt_path not in preflight.LIGHTNING_CKPT_KEYWORDS:
+            self._checkpoint = preflight.read_checkpoint(config.ckpt_path)
+        if subcommand == "fit":
             preflight.check_max_epochs(config.trainer.max_epochs)
         logger = _run_logger_args(config.trainer)
         if logger is None:
             return
-        if (
-            config.trainer.default_root_dir
-        ):  # honoured: the run directory goes there, not to the config's save_dir
-            logger.save_dir = config.trainer.default_root_dir
+        what = "trainer.logger.init_args.save_dir"
+        if config.trainer.default_root_dir:  # honoured: runs go there, not to the config's save_dir
+            logger.save_dir, what = config.trainer.default_root_dir, "trainer.default_root_dir"
         run = preflight.run_dir_of(config.ckpt_path) if self._checkpoint is not None else None
-        if (
-            run is not None and self.subcommand == "fit"
-        ):  # resume in place: the checkpoint's own run directory
+        if run is not None and subcommand == "fit":  # resume in place: the checkpoint's own run directory
             logger.save_dir, logger.name, logger.version = run.save_dir, run.name, run.version
             self._resume_in_place = True
         elif run is not None:  # evaluation of a run's checkpoint: <run>/eval/<stage>_<checkpoint>/
             logger.save_dir, logger.name = str(run.path), "eval"
-            logger.version = f"{self.subcommand}_{preflight.checkpoint_tag(config.ckpt_path)}"
-        preflight.check_writable(logger.save_dir, "trainer.logger.init_args.save_dir")
+            logger.version = f"{subcommand}_{preflight.checkpoint_tag(config.ckpt_path)}"
+        preflight.check_writable(logger.save_dir, what)
 
     def _check_against_checkpoint(self) -> None:
         """Refuse, naming the field, a resume whose data settings differ from the checkpoint's."""
@@ -122,7 +117,7 @@ class LNLCLI(LightningCLI):
             preflight.check_data_settings(
                 self.datamodule.settings(), saved.get("settings"), self.config.fit.ckpt_path
             )
-        if self._resume_in_place:
+        if self._resume_in_place and self.trainer.is_global_zero:
             continue_metrics(self.trainer.loggers, int(checkpoint.get("global_step", 0)))
         self._checkpoint = None  # the trainer loads it again itself
 

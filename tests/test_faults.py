@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,6 +97,27 @@ def test_bad_input_is_one_line_and_leaves_nothing_behind(
     assert len(lines) == 1 and lines[0].startswith("lnl: error:") and needle in lines[0], err
     assert "Traceback" not in err and "usage:" not in err
     assert listing() == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [(["--trainer.max_epochs=0"], "max_epochs = 0"), (["--trainer.default_root_dir=afile/x"], "afile")],
+)
+def test_console_script_prints_one_stderr_line(in_tmp: Path, extra: list[str], needle: str) -> None:
+    Path("afile").write_text("")
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-m", "lnl", "fit", *QUICK, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("lnl: error:") and needle in lines[0]
+    assert not Path("runs").exists() and not Path("afile").is_dir()
 
 
 def test_debug_flag_shows_the_traceback(in_tmp: Path) -> None:
