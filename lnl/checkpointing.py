@@ -55,3 +55,5 @@ class RollingCheckpoint(ModelCheckpoint):
         ):
             return
         self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        for logger in trainer.loggers:  # the metrics rows up to this checkpoint are on disk too
+            logger.save()

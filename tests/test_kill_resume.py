@@ -106,6 +106,10 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(
         assert main([*fit_args(method, f"cut{i}"), f"--ckpt_path={ckpt}"]) == 0
         assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
         assert results(run) == results(whole), (how, step)
+        if (
+            method == "CE"
+        ):  # DML's epoch means of the interrupted epoch cover the batches after the resume only
+            assert (run / "metrics.csv").read_text() == (whole / "metrics.csv").read_text(), (how, step)
         resumed, reference = params(run), params(whole)
         assert resumed.keys() == reference.keys()
         for key, value in reference.items():
