@@ -16,6 +16,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lnl import preflight
 from lnl.checkpointing import AtomicCheckpointIO, RollingCheckpoint
@@ -109,8 +110,9 @@ class LNLCLI(LightningCLI):
             logger.version = f"{subcommand}_{preflight.checkpoint_tag(config.ckpt_path)}"
         preflight.check_writable(logger.save_dir, what)
 
-    def _check_against_checkpoint(self) -> None:
-        """Refuse, naming the field, a resume whose data settings differ from the checkpoint's."""
+    def _prepare_resume(self) -> None:
+        """Refuse, naming the field, a resume whose data settings differ from the checkpoint's; continue the
+        run's `metrics.csv` when resuming in place."""
         checkpoint = self._checkpoint or {}
         saved = checkpoint.get(type(self.datamodule).__qualname__, {})
         if saved:
@@ -130,7 +132,7 @@ class LNLCLI(LightningCLI):
     before_test = before_validate = before_predict = _tag_metrics
 
     def before_fit(self) -> None:
-        self._check_against_checkpoint()
+        self._prepare_resume()
         datamodule, checkpoint = self.datamodule, self.trainer.checkpoint_callback
         if (
             not self.model.automatic_optimization
@@ -257,10 +259,11 @@ def main(args: list[str] | None = None) -> int:
 
 
 def _user_error(error: BaseException | None) -> str | None:
-    """One line for a ConfigError / NonFiniteError / parse error in an exception chain, if there is one."""
+    """One line for a user error (ours, Lightning's MisconfigurationException, a parse error) in an exception
+    chain, if there is one."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, (ConfigError, NonFiniteError)):
+        if isinstance(error, (ConfigError, NonFiniteError, MisconfigurationException)):
             return " ".join(str(error).split("\n"))
         if isinstance(error, ArgumentError):
             return parse_error_line(str(error))

@@ -80,6 +80,11 @@ TABLE: list[tuple[str, Callable[[], list[str]], str]] = [
     ("invalid_yaml", invalid_yaml, "broken.yaml, line 3"),
     ("max_epochs_0", lambda: ["--trainer.max_epochs=0"], "trainer.max_epochs = 0"),
     ("changed_noise_rate", changed_noise_rate, "data.noise.rate = 0.3 differs from the checkpoint's 0.4"),
+    (
+        "lightning_misconfiguration",
+        lambda: ["--last_checkpoint.every_n_train_steps=3", "--last_checkpoint.every_n_epochs=1"],
+        "every_n_train_steps=3",
+    ),
 ]
 
 
