@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -267,6 +268,13 @@ def _user_error(error: BaseException | None) -> str | None:
             return " ".join(str(error).split("\n"))
         if isinstance(error, ArgumentError):
             return parse_error_line(str(error))
+        if isinstance(error, OSError) and error.errno in (
+            errno.EACCES,
+            errno.EROFS,
+            errno.ENOSPC,
+            errno.EDQUOT,
+        ):
+            return f"{error.strerror}: {error.filename!r}"  # e.g. a run directory that became unwritable
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
