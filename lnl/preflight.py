@@ -41,11 +41,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path = {str(path)!r}: a directory, not a checkpoint file")
     try:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError as error:  # our own checkpoints may hold hparams objects
             if "weights_only" not in str(error).lower().replace(" ", "_"):
                 raise
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as error:
         raise ConfigError(
             f"ckpt_path = {str(path)!r}: not a readable checkpoint ({type(error).__name__}: "
