@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import sys
+import warnings
+from argparse import ArgumentError
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lnl import preflight
+from lnl.checkpointing import AtomicCheckpointIO, RollingCheckpoint
 from lnl.console import HELP_EPILOG, EpochLine, HelpFormatter, interactive, silence_tips
 from lnl.data.datamodule import NoisyLabelDataModule
-from lnl.errors import ConfigError
+from lnl.errors import ConfigError, check_yaml_files, parse_error_line
 from lnl.methods.base import LNLModule, NonFiniteError, check_manual_trainer_settings
 from lnl.predict import PredictionWriter
 from lnl.report.run import EpochHistory, publish_to_wandb, write_run_report
+from lnl.resume import continue_metrics
 
 RUN_ROOT = "runs"
 
@@ -46,6 +54,7 @@ class LNLCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("parser_kwargs", {"exit_on_error": False})  # main() prints parse errors as one line
         kwargs.setdefault(
             "trainer_defaults", {"logger": {"class_path": "CSVLogger", "init_args": {"save_dir": RUN_ROOT}}}
         )
@@ -61,22 +70,14 @@ class LNLCLI(LightningCLI):
         for subparser in self._subcommand_parsers.values():
             subparser.epilog, subparser.formatter_class = HELP_EPILOG, HelpFormatter
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
-        """Every run keeps an epoch history (learning curves) and writes predictions.csv on `predict`; a run whose
-        stdout is not a terminal prints one line per epoch instead of a progress bar."""
-        callbacks = [*callbacks, EpochHistory(), PredictionWriter()]
-        if not interactive() and config.get("enable_progress_bar") is None:
-            config["enable_progress_bar"] = False
-            callbacks.append(EpochLine())
-        return super()._instantiate_trainer(config, callbacks)
-
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
         # Best-val checkpoint (model selection) and a separate rolling `last.ckpt` written every epoch (Lightning's
-        # own save_last only writes when a top-k checkpoint was written in the same step).
+        # own save_last only writes when a top-k checkpoint was written in the same step) and, with
+        # `last_checkpoint.every_n_steps: N`, every N steps inside an epoch (lnl/checkpointing.py).
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(RollingCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -88,7 +89,73 @@ class LNLCLI(LightningCLI):
             }
         )
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        """Every run keeps an epoch history (learning curves) and writes predictions.csv on `predict`; a run whose
+        stdout is not a terminal prints one line per epoch instead of a progress bar."""
+        callbacks = [*callbacks, EpochHistory(), PredictionWriter()]
+        if not interactive() and config.get("enable_progress_bar") is None:
+            config["enable_progress_bar"] = False
+            callbacks.append(EpochLine())
+        return super()._instantiate_trainer(config, callbacks)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then check what can be checked before anything is seeded, built or written (preflight)."""
+        super().parse_arguments(parser, args)
+        self._checkpoint: dict[str, Any] | None = None
+        self._resume_in_place = False
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        config = self.config[subcommand]
+        if config.ckpt_path and config.ckpt_path not in preflight.LIGHTNING_CKPT_KEYWORDS:
+            self._checkpoint = preflight.read_checkpoint(config.ckpt_path)
+        if subcommand == "fit":
+            preflight.check_max_epochs(config.trainer.max_epochs)
+        logger = _run_logger_args(config.trainer)
+        if logger is None:
+            return
+        what = "trainer.logger.init_args.save_dir"
+        if config.trainer.default_root_dir:  # honoured: runs go there, not to the config's save_dir
+            logger.save_dir, what = config.trainer.default_root_dir, "trainer.default_root_dir"
+        run = preflight.run_dir_of(config.ckpt_path) if self._checkpoint is not None else None
+        if run is not None and subcommand == "fit":  # resume in place: the checkpoint's own run directory
+            logger.save_dir, logger.name, logger.version = run.save_dir, run.name, run.version
+            self._resume_in_place = True
+        elif run is not None:  # evaluation of a run's checkpoint: <run>/eval/<stage>_<checkpoint>/
+            logger.save_dir, logger.name = str(run.path), "eval"
+            logger.version = f"{subcommand}_{preflight.checkpoint_tag(config.ckpt_path)}"
+        preflight.check_writable(logger.save_dir, what)
+
+    def _prepare_resume(self) -> None:
+        """Refuse, naming the field, a resume whose data settings differ from the checkpoint's; continue the
+        run's `metrics.csv` when resuming in place."""
+        checkpoint = self._checkpoint or {}
+        saved = checkpoint.get(type(self.datamodule).__qualname__, {})
+        if saved:
+            preflight.check_data_settings(
+                self.datamodule.settings(), saved.get("settings"), self.config.fit.ckpt_path
+            )
+        if self._resume_in_place and self.trainer.is_global_zero:
+            continue_metrics(self.trainer.loggers, int(checkpoint.get("global_step", 0)))
+        self._checkpoint = None  # the trainer loads it again itself
+
+    def _tag_metrics(self) -> None:
+        """Evaluation metrics say which checkpoint they came from (`test/acc_last`, `test/acc_best-epoch012`)."""
+        path = self.config[self.subcommand].ckpt_path
+        self.model.metric_suffix = f"_{preflight.checkpoint_tag(path)}" if path else ""
+        self._checkpoint = None
+
+    before_test = before_validate = before_predict = _tag_metrics
+
     def before_fit(self) -> None:
+        self._prepare_resume()
         datamodule, checkpoint = self.datamodule, self.trainer.checkpoint_callback
         if (
             not self.model.automatic_optimization
@@ -112,19 +179,23 @@ class LNLCLI(LightningCLI):
         if trainer.interrupted or trainer.state.status.value == "interrupted":
             return
         checkpoint = trainer.checkpoint_callback
-        has_test = datamodule.has_test_set
-        last = trainer.test(model, datamodule=datamodule, verbose=False) if has_test else None
         best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
-        best = None
-        if best_path and has_test:  # loads the best-val weights into `model`
-            best = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        last = best = None
+        if datamodule.has_test_set:  # metric rows say which checkpoint they came from
+            model.metric_suffix = "_last"
+            last = trainer.test(model, datamodule=datamodule, verbose=False)
+            model.metric_suffix = "_best_val"
+            if best_path:  # loads the best-val weights into `model`
+                best = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+            model.metric_suffix = ""
         elif best_path:
             _load_weights(model, best_path)
         best_score = checkpoint.best_model_score if checkpoint is not None else None
         results = {
-            **_tagged(last, "_last"),
-            **_tagged(best, "_best_val"),
+            **_test_metrics(last),
+            **_test_metrics(best),
             "val/acc_best": float(best_score) if best_score is not None else None,
+            "train/skipped_nonfinite": model.skipped_nonfinite,
             "noise/realized_rate": datamodule.realized_rate,
             "method": type(model).__name__,
             "dataset": datamodule.hparams.dataset,
@@ -140,9 +211,7 @@ class LNLCLI(LightningCLI):
         results.setdefault("test/acc_best_val", None)
         run_dir = trainer.log_dir or RUN_ROOT  # a collective call under DDP: every rank asks
         if trainer.is_global_zero:
-            report = write_run_report(
-                trainer, model, datamodule, run_dir, "best_val" if best_path else "last"
-            )
+            report = write_run_report(trainer, model, datamodule, run_dir, "best_val" if best_path else "last")
             results |= report.results
             results = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
             results_path = os.path.join(run_dir, "results.json")
@@ -163,11 +232,19 @@ def _load_weights(model: LightningModule, path: str) -> None:
     model.on_load_checkpoint(state)
 
 
-def _tagged(outputs: list[dict[str, float]] | None, suffix: str) -> dict[str, float]:
-    """`test/acc` -> `test/acc<suffix>` (and the teacher's accuracies likewise) from `trainer.test` outputs."""
-    return {
-        f"{k}{suffix}": float(v) for k, v in (outputs[0] if outputs else {}).items() if k.startswith("test/")
-    }
+def _test_metrics(outputs: list[dict[str, float]] | None) -> dict[str, float]:
+    """The `test/...` metrics of `trainer.test` outputs (already tagged with their checkpoint)."""
+    return {k: float(v) for k, v in (outputs[0] if outputs else {}).items() if k.startswith("test/")}
+
+
+def _run_logger_args(trainer: Any) -> Any:
+    """The init_args of the logger that names the run directory (the first; CSV or TensorBoard), if any."""
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    first = loggers[0] if loggers else None
+    class_path = getattr(first, "class_path", None) or ""
+    if class_path.rpartition(".")[2] in ("CSVLogger", "TensorBoardLogger"):
+        return first.init_args
+    return None
 
 
 def _fmt(value: float | None) -> str:
@@ -202,8 +279,13 @@ def summary(results: dict[str, Any], run_dir: str) -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2."""
-    argv = sys.argv[1:] if args is None else args
+    """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2.
+
+    `--debug` (anywhere) or LNL_DEBUG=1 shows the traceback instead.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv or os.environ.get("LNL_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     silence_tips()
     if argv[:1] == ["aggregate"]:  # not a LightningCLI subcommand: results table from run directories
         from lnl.aggregate import main as aggregate_main
@@ -218,23 +300,35 @@ def main(args: list[str] | None = None) -> int:
 
         return runs_main(argv[1:])
     torch.set_float32_matmul_precision("high")
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv minus --debug
     try:
-        LNLCLI(args=args)
+        check_yaml_files(argv)
+        LNLCLI(args=argv)
     except Exception as error:  # our errors may arrive wrapped by jsonargparse's instantiation
-        cause = _user_error(error)
-        if cause is None:
+        message = _user_error(error)
+        if message is None or debug:
             raise
-        print(f"lnl: error: {cause}", file=sys.stderr)
+        print(f"lnl: error: {message}", file=sys.stderr)
         return 2
     return 0
 
 
-def _user_error(error: BaseException | None) -> BaseException | None:
-    """The ConfigError / NonFiniteError in an exception chain, if any."""
+def _user_error(error: BaseException | None) -> str | None:
+    """One line for a user error (ours, Lightning's MisconfigurationException, a parse error) in an exception
+    chain, if there is one."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, (ConfigError, NonFiniteError)):
-            return error
+        if isinstance(error, (ConfigError, NonFiniteError, MisconfigurationException)):
+            return " ".join(str(error).split("\n"))
+        if isinstance(error, ArgumentError):
+            return parse_error_line(str(error))
+        if isinstance(error, OSError) and error.errno in (
+            errno.EACCES,
+            errno.EROFS,
+            errno.ENOSPC,
+            errno.EDQUOT,
+        ):
+            return f"{error.strerror}: {error.filename!r}"  # e.g. a run directory that became unwritable
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

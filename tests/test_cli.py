@@ -62,9 +62,10 @@ def test_resume_from_end_of_epoch_checkpoint_reproduces_uninterrupted_run(in_tmp
     assert main([*base, "--trainer.max_epochs=1"]) == 0
     first = run_dir("quickstart_ce", 1) / "checkpoints" / "last.ckpt"
     assert main([*base, "--trainer.max_epochs=2", f"--ckpt_path={first}"]) == 0
+    assert not run_dir("quickstart_ce", 2).exists()  # resumed in place
     uninterrupted, resumed = (
         final_params(run_dir("quickstart_ce", 0)),
-        final_params(run_dir("quickstart_ce", 2)),
+        final_params(run_dir("quickstart_ce", 1)),
     )
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)

@@ -129,6 +129,7 @@ class NoisyLabelDataModule(LightningDataModule):
             )  # fmt: skip
         self.noise.validate(self.source.num_classes)
         self.requirements = DataRequirements()
+        self.resume_position: tuple[int, int] | None = None  # (epoch, batches done) of a mid-epoch checkpoint
         self._build()  # split and noise now, so that bad settings fail before any training machinery starts
 
     @property
@@ -263,14 +264,31 @@ class NoisyLabelDataModule(LightningDataModule):
             with open(os.path.join(directory, "labels.csv"), "w") as f:
                 f.write(self.labels_csv())
 
+    def settings(self) -> dict[str, Any]:
+        """The settings that decide the labels, by config key (`noise.rate`, `split_seed`, ...): a resume
+        with other values is refused naming the key (lnl/preflight.py)."""
+        hp = self.hparams
+        keys = ("dataset", "clean_per_class", "val_per_class", "val_labels", "longtail_ratio", "split_seed",
+                "noise_seed", "source_kwargs")  # fmt: skip
+        return {**{k: hp[k] for k in keys}, **{f"noise.{k}": v for k, v in vars(self.noise).items()}}
+
     def state_dict(self) -> dict[str, Any]:
         return {
+            "settings": self.settings(),
             "labels_sha256": self.labels_sha256,
             "noisy_index": torch.as_tensor(self.noisy_index),
             "clean_index": torch.as_tensor(self.clean_index),
             "val_index": torch.as_tensor(self.val_index),
             "given_labels": torch.as_tensor(self.given_labels),
+            "position": self._position(),
         }
+
+    def _position(self) -> tuple[int, int] | None:
+        """(epoch, training batches done in it) while fitting: where a resume from this checkpoint continues."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return None
+        return trainer.current_epoch, int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("labels_sha256") != self.labels_sha256:
@@ -279,6 +297,7 @@ class NoisyLabelDataModule(LightningDataModule):
                 f"{self.labels_sha256!r}: resume with the data settings (split_seed, noise_seed, noise, "
                 "per-class counts) the checkpoint was trained with"
             )
+        self.resume_position = state.get("position")
 
     # ------------------------------------------------------------------ loaders
     def _transforms(self) -> Any:
@@ -330,6 +349,9 @@ class NoisyLabelDataModule(LightningDataModule):
             )
         sampler = EpochSampler(train_ids, seed=self._seed(), rank=rank, world_size=world, per_epoch=per_epoch)
         noisy = self._loader(noisy_set, sampler, hp.batch_size, drop_last=len(sampler) >= hp.batch_size)
+        position, self.resume_position = self.resume_position, None
+        if position is not None:  # a mid-epoch checkpoint: go on at the next batch of the same epoch
+            sampler.resume_at(position[0], position[1] * hp.batch_size)
         if not req.needs_clean:
             return {"noisy": noisy}
         clean_bs = hp.clean_batch_size or hp.batch_size
@@ -341,6 +363,8 @@ class NoisyLabelDataModule(LightningDataModule):
             num_samples_per_rank=n_batches * clean_bs,
         )  # fmt: skip
         clean = self._loader(clean_set, clean_sampler, clean_bs, drop_last=True)
+        if position is not None:
+            clean_sampler.resume_at(position[0], position[1] * clean_bs)
         return CombinedLoader({"noisy": noisy, "clean": clean}, mode="max_size_cycle")
 
     def _eval_loader(self, images: ImageSet, labels: np.ndarray, ids: np.ndarray) -> DataLoader:

@@ -59,7 +59,8 @@ class EpochSampler(DistributedSampler):
 
     `num_samples_per_rank` makes the stream longer than one pass (successive permutations), so a cycled clean
     stream never repeats an order inside an epoch; `per_epoch` replaces the index set each epoch (Clothing1M's
-    class-balanced subsample).
+    class-balanced subsample). `resume_at(epoch, samples)` skips the first `samples` of that epoch's stream once
+    (a mid-epoch resume continues at the next batch with the same order); `len` stays the full epoch.
     """
 
     def __init__(
@@ -78,6 +79,12 @@ class EpochSampler(DistributedSampler):
         base = len(per_epoch(0)) if per_epoch else len(self.indices)
         self.num_samples = num_samples_per_rank or -(-base // world_size)
         self.total_size = self.num_samples * world_size
+        self._skip: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, samples: int) -> None:
+        """Start this sampler at epoch `epoch`, leaving out the first `samples` of it (once)."""
+        self.set_epoch(epoch)
+        self._skip = (epoch, samples)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = self.per_epoch(self.epoch) if self.per_epoch else self.indices
@@ -85,8 +92,11 @@ class EpochSampler(DistributedSampler):
         order: list[np.ndarray] = []
         while sum(map(len, order)) < self.total_size:
             order.append(indices[rng.permutation(len(indices))] if self.shuffle else indices)
-        stream = np.concatenate(order)[: self.total_size]
-        for index in stream[self.rank :: self.num_replicas]:
+        stream = np.concatenate(order)[: self.total_size][self.rank :: self.num_replicas]
+        if self._skip is not None and self._skip[0] == self.epoch:
+            stream = stream[self._skip[1] :]
+        self._skip = None
+        for index in stream:
             yield self.epoch, int(index)
 
     def __len__(self) -> int:

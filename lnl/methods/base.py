@@ -75,6 +75,7 @@ class LNLModule(LightningModule):
     clean_augment: ClassVar[str] = "weak"
     eval_nets: ClassVar[tuple[str, ...]] = ("student",)
     epoch_means: ClassVar[tuple[str, ...]] = ()  # names logged with `log_masked_mean`
+    metric_suffix: str = ""  # val/test metrics name their checkpoint when set, e.g. `test/acc_last`
 
     def __init__(
         self,
@@ -106,6 +107,8 @@ class LNLModule(LightningModule):
             }
         )
         self.means = nn.ModuleDict({_key(name): MeanMetric() for name in self.epoch_means})
+        self.skipped_nonfinite = 0  # training steps skipped by on_nonfinite: skip (kept in checkpoints)
+        self._skipped_batch = -1
 
     def _callable_arg_names(self) -> list[str]:
         import inspect
@@ -217,12 +220,31 @@ class LNLModule(LightningModule):
         if bool(torch.isfinite(value.detach()).all()):
             return True
         if self.hparams.on_nonfinite == "skip":
+            batch = self._trainer.fit_loop.epoch_loop.batch_progress.total.ready if self._trainer else 0
+            if batch != self._skipped_batch:  # a step with several non-finite terms counts once
+                self.skipped_nonfinite, self._skipped_batch = self.skipped_nonfinite + 1, batch
             self.log("train/skipped_nonfinite", 1.0, reduce_fx="sum")
             return False
         raise NonFiniteError(
             f"non-finite {name} at step {self.global_step} (epoch {self.current_epoch}); "
             "lower the learning rate, or set model.on_nonfinite: skip to skip such steps"
         )
+
+    def finite_batch(self, batch: dict[str, Any]) -> bool:
+        """`check_finite` on the training batch's images (every stream, every view), before any forward pass."""
+        images = [
+            view.detach().float().sum()
+            for stream in batch.values()
+            if isinstance(stream, dict) and "x" in stream
+            for view in (stream["x"].values() if isinstance(stream["x"], dict) else [stream["x"]])
+        ]
+        return self.check_finite("input batch", torch.stack(images)) if images else True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skipped_nonfinite"] = self.skipped_nonfinite
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_nonfinite = int(checkpoint.get("skipped_nonfinite", 0))
 
     @staticmethod
     def current_lr(opt: Any) -> float:
@@ -261,7 +283,7 @@ class LNLModule(LightningModule):
         for name in self.eval_nets:
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(self.eval_logits(name, batch["x"]), batch["y"])
-            key = f"{stage}/acc" if name == "student" else f"{stage}/acc_{name}"
+            key = (f"{stage}/acc" if name == "student" else f"{stage}/acc_{name}") + self.metric_suffix
             self.log(key, metric, on_step=False, on_epoch=True, prog_bar=name == "student")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -89,10 +89,12 @@ class BilevelModule(LNLModule):
             self.diagnostics.save_figure(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self.diagnostics is not None:
             checkpoint["diagnostics"] = self.diagnostics.history
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         if self.diagnostics is not None:
             self.diagnostics.history = list(checkpoint.get("diagnostics", []))
 

@@ -22,11 +22,14 @@ class CE(LNLModule):
         super().__init__(num_classes, **kwargs)
         self.label_smoothing = label_smoothing
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if not self.finite_batch(batch):
+            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
         noisy = batch["noisy"]
         logits = self.student(noisy["x"])
         loss = smoothed_cross_entropy(logits, noisy["y"], self.label_smoothing)
-        self.check_finite("CE loss", loss)
+        if not self.check_finite("CE loss", loss):
+            return None  # on_nonfinite: skip (automatic optimization steps nothing for a None loss)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc_noisy", accuracy(logits.detach(), noisy["y"]))
         if has_true_labels(noisy):

@@ -100,11 +100,15 @@ class DML(TeacherStudent):
         self.selector.preallocate(int(size or 0))  # without a data module (bench) the bank grows on demand
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not self.finite_batch(batch):
+            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
         hp, nb = self.hparams, batch["noisy"]
         xw, xs, y, index = nb["x"]["weak"], nb["x"]["strong"], nb["y"], nb["index"]
         s_opt, t_opt = self.optimizers()
         n, ws, lam, reduce = y.shape[0], world_size(), hp.lam, self.all_reduce_mean
         t_w, t_s = self.teacher(torch.cat([xw, xs])).split(n)
+        if not self.check_finite("teacher logits", t_s):  # before sampling pseudo-labels from them
+            return
         gen = self.step_generator(t_s.device) if hp.pseudo_label == "sample" else None
         pseudo = pseudo_labels(t_s, gen)
         s_logits = self.student(xs)

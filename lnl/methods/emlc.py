@@ -113,6 +113,8 @@ class EMLC(TeacherStudent):
         return list(grads), logs
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not self.finite_batch(batch):
+            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
         hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
         s_opt, t_opt = self.optimizers()
         x, y, xc, yc = nb["x"], nb["y"], cb["x"], cb["y"]

@@ -30,6 +30,8 @@ class L2RW(SampleWeighting):
     """
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not self.finite_batch(batch):
+            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
         hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
         opt = self.optimizers()
         x, y = nb["x"], nb["y"]

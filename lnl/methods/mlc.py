@@ -65,6 +65,8 @@ class MLC(BilevelModule):
         return self.meta_net
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not self.finite_batch(batch):
+            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
         nb, cb = batch["noisy"], batch["clean"]
         s_opt, m_opt = self.optimizers()
         y = nb["y"]

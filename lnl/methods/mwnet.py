@@ -57,6 +57,8 @@ class MWNet(SampleWeighting):
         return self.vnet
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not self.finite_batch(batch):
+            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
         hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
         s_opt, v_opt = self.optimizers()
         x, y, v_params = nb["x"], nb["y"], list(self.vnet.parameters())

@@ -48,7 +48,9 @@ class SimCLR(LNLModule):
     def student_parameters(self) -> list[nn.Parameter]:
         return [*self.student.parameters(), *self.projector.parameters()]
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if not self.finite_batch(batch):
+            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
         noisy = batch["noisy"]
         x1, x2, y = noisy["x"]["strong"], noisy["x"]["strong2"], noisy["y"]
         n = y.shape[0]
@@ -58,7 +60,8 @@ class SimCLR(LNLModule):
         probe_logits = self.student.get_classifier()(h[:n].detach())
         probe = F.cross_entropy(probe_logits, y)
         loss = contrastive + probe
-        self.check_finite("NT-Xent loss", contrastive)
+        if not self.check_finite("NT-Xent loss", contrastive) or not self.check_finite("probe CE", probe):
+            return None  # on_nonfinite: skip
         self.log("train/nt_xent", contrastive, prog_bar=True)
         self.log("train/probe_ce", probe)
         self.log("train/probe_acc_noisy", accuracy(probe_logits.detach(), y))
