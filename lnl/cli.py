@@ -211,7 +211,9 @@ class LNLCLI(LightningCLI):
         results.setdefault("test/acc_best_val", None)
         run_dir = trainer.log_dir or RUN_ROOT  # a collective call under DDP: every rank asks
         if trainer.is_global_zero:
-            report = write_run_report(trainer, model, datamodule, run_dir, "best_val" if best_path else "last")
+            report = write_run_report(
+                trainer, model, datamodule, run_dir, "best_val" if best_path else "last"
+            )
             results |= report.results
             results = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
             results_path = os.path.join(run_dir, "results.json")

@@ -40,5 +40,7 @@ def no_wandb_run_left() -> Iterator[None]:
     """A W&B run started by one test's fit must not be reused by the next test in the same worker process."""
     yield
     wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+    if wandb is not None:
+        if getattr(wandb, "run", None) is not None:
+            wandb.finish()
+        wandb.teardown()  # the W&B service resolves relative run directories against the cwd it started in

@@ -186,14 +186,17 @@ def _cell(value: float) -> str:
 
 
 def write_corrected_labels(report: LabelReport, datamodule: Any, path: str) -> str:
-    """Write `corrected_labels.csv`: the given labels of the training list with the noisy part's corrections.
+    """Write `corrected_labels.csv`: the given labels of the training list with the method's corrections of every
+    untrusted label (the noisy part, and the validation hold-out when `val_labels: noisy`); trusted labels stay.
 
     File-backed data gets `path,label` rows relative to the data root (read back as a `folder_csv` train CSV);
     in-memory datasets get `index,label` rows for every index of the source's train set (`noise.kind: file`).
     """
     labels = np.asarray(datamodule.given_labels).astype(np.int64).copy()
-    noisy = report.part("noisy")
-    labels[report.index[noisy]] = report.corrected[noisy]
+    untrusted = report.part("noisy")
+    if datamodule.hparams.val_labels == "noisy":  # a noisy hold-out is part of the data to clean
+        untrusted |= report.part("val")
+    labels[report.index[untrusted]] = report.corrected[untrusted]
     rows = datamodule.train_list_size
     paths = datamodule.train_set.paths
     with open(path, "w", newline="") as f:
