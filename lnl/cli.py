@@ -289,6 +289,9 @@ def main(args: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("LNL_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     silence_tips()
+    warnings.filterwarnings(
+        "ignore", message="LightningCLI's args parameter"
+    )  # argv minus --debug, `lnl report`
     if argv[:1] == ["aggregate"]:  # not a LightningCLI subcommand: results table from run directories
         from lnl.aggregate import main as aggregate_main
 
@@ -302,7 +305,6 @@ def main(args: list[str] | None = None) -> int:
 
         return runs_main(argv[1:])
     torch.set_float32_matmul_precision("high")
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv minus --debug
     try:
         check_yaml_files(argv)
         LNLCLI(args=argv)
