@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 from lnl.errors import ConfigError
@@ -37,18 +36,14 @@ def main(argv: list[str]) -> int:
 
 def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     from lnl.cli import LNLCLI
+    from lnl.preflight import read_checkpoint
     from lnl.report.run import write_run_report
 
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path = {ckpt}: file not found")
+    state = read_checkpoint(ckpt)  # one clear line for a missing, truncated or foreign file
     run_dir = _run_dir(ckpt)
     config = config or str(run_dir / "config.yaml")
     if not Path(config).is_file():
         raise ConfigError(f"config = {config}: file not found; pass --config with the run's config")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    except Exception as error:  # truncated or foreign file
-        raise ConfigError(f"ckpt_path = {ckpt}: not a readable checkpoint ({type(error).__name__})") from None
     settings = yaml.safe_load(Path(config).read_text())
     for key in ("ckpt_path", "weights_only"):  # a fit's saved config holds its subcommand's own arguments
         settings.pop(key, None)

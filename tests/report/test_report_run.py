@@ -135,3 +135,9 @@ def test_readme_own_data_example_runs_verbatim(in_tmp: Path, capsys: pytest.Capt
     assert all(0.0 <= float(p["confidence"]) <= 1.0 for p in predictions)
     corrected = read_csv(run / "corrected_labels.csv")
     assert list(corrected[0]) == ["path", "label"] and len(corrected) == 120
+
+
+def test_lnl_report_of_a_missing_checkpoint_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", "runs/x/version_0/checkpoints/nope.ckpt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lnl: error: ckpt_path") and "nope.ckpt" in err[0]
