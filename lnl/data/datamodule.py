@@ -130,6 +130,7 @@ class NoisyLabelDataModule(LightningDataModule):
         self.noise.validate(self.source.num_classes)
         self.requirements = DataRequirements()
         self.resume_position: tuple[int, int] | None = None  # (epoch, batches done) of a mid-epoch checkpoint
+        self.predict_paths = list_new_images(predict_images) if predict_images else None  # bad paths fail now
         self._build()  # split and noise now, so that bad settings fail before any training machinery starts
 
     @property
@@ -408,11 +409,10 @@ class NoisyLabelDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """`predict_images` (new images), or the split named by `predict_on`; items carry index (and path)."""
         hp = self.hparams
-        if hp.predict_images:
-            paths = list_new_images(hp.predict_images)
+        if self.predict_paths is not None:
             mode = "L" if self.in_chans == 1 else "RGB"
-            return DataLoader(NewImages(paths, self._transforms().eval, mode), batch_size=hp.eval_batch_size,
-                              num_workers=hp.num_workers)  # fmt: skip
+            dataset = NewImages(self.predict_paths, self._transforms().eval, mode)
+            return DataLoader(dataset, batch_size=hp.eval_batch_size, num_workers=hp.num_workers)
         if hp.predict_on == "test":
             return self.test_dataloader()
         ids = {

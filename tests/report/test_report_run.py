@@ -141,3 +141,18 @@ def test_lnl_report_of_a_missing_checkpoint_is_one_line(capsys: pytest.CaptureFi
     assert main(["report", "runs/x/version_0/checkpoints/nope.ckpt"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lnl: error: ckpt_path") and "nope.ckpt" in err[0]
+
+
+def test_predict_on_a_missing_image_folder_is_one_line_and_writes_nothing(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    args = [
+        "predict",
+        "--config",
+        str(CONFIGS / "quickstart_ce.yaml"),
+        "--data.init_args.predict_images=nowhere",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lnl: error: data.predict_images = nowhere")
+    assert not Path("runs").exists()
