@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
 def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     from lnl.cli import LNLCLI
     from lnl.preflight import read_checkpoint
-    from lnl.report.run import write_run_report
+    from lnl.report.run import EpochHistory, write_run_report
 
     state = read_checkpoint(ckpt)  # one clear line for a missing, truncated or foreign file
     run_dir = _run_dir(ckpt)
@@ -53,6 +53,9 @@ def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     datamodule.load_state_dict(state.get(type(datamodule).__qualname__, {}))
     model.load_state_dict(state["state_dict"])
     model.on_load_checkpoint(state)
+    for callback in cli.trainer.callbacks:  # the learning curves of the run up to this checkpoint
+        if isinstance(callback, EpochHistory):
+            callback.load_state_dict(state.get("callbacks", {}).get(callback.state_key, {}))
     directory = out or str(run_dir)
     report = write_run_report(cli.trainer, model, datamodule, directory, ckpt.name)
     results_path = os.path.join(directory, "results.json")

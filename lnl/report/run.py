@@ -48,7 +48,10 @@ class EpochHistory(Callback):
         return {"records": self.records}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.records = list(state_dict.get("records", []))
+        """Restore the history on resume; a checkpoint loaded later in the same run (testing the best-val one
+        after `fit`) must not cut the live history back to that epoch."""
+        if not self.records:
+            self.records = list(state_dict.get("records", []))
 
 
 @dataclass

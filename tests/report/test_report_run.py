@@ -14,6 +14,7 @@ from PIL import Image
 
 from lnl.cli import main
 from lnl.data.fakedata import write_folder_csv
+from lnl.report.run import EpochHistory
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -93,7 +94,9 @@ def test_corrected_labels_train_back_and_lnl_report_reproduces_the_fit() -> None
     assert len(corrected) == 1437 and list(corrected[0]) == ["index", "label"]
 
     original = (run / "label_report.csv").read_bytes()
+    (run / "learning_curves.png").unlink()
     assert main(["report", results["best_checkpoint"]]) == 0
+    assert_png(run / "learning_curves.png")  # the epoch history comes back from the checkpoint
     assert (run / "label_report.csv").read_bytes() == original
 
     second = [
@@ -156,3 +159,12 @@ def test_predict_on_a_missing_image_folder_is_one_line_and_writes_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lnl: error: data.predict_images = nowhere")
     assert not Path("runs").exists()
+
+
+def test_epoch_history_is_restored_on_resume_but_not_cut_back_by_a_later_load() -> None:
+    history = EpochHistory()
+    history.load_state_dict({"records": [{"epoch": 0.0}, {"epoch": 1.0}]})  # a resume: restored
+    assert len(history.records) == 2
+    history.records.append({"epoch": 2.0})
+    history.load_state_dict({"records": [{"epoch": 0.0}]})  # testing an earlier best checkpoint after fit
+    assert [r["epoch"] for r in history.records] == [0.0, 1.0, 2.0]
