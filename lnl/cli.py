@@ -289,9 +289,9 @@ def main(args: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("LNL_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     silence_tips()
-    warnings.filterwarnings(
-        "ignore", message="LightningCLI's args parameter"
-    )  # argv minus --debug, `lnl report`
+    # LightningCLI warns when args are passed (argv minus --debug; lnl report)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
     if argv[:1] == ["aggregate"]:  # not a LightningCLI subcommand: results table from run directories
         from lnl.aggregate import main as aggregate_main
 
