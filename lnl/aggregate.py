@@ -2,7 +2,9 @@
 
 Runs group by (method, dataset, noise tag) plus any `--group-by` config keys; each group gets mean ± sample std
 per metric and, with `--reference`, the paired difference to the reference group over the seeds both share with
-equal labels (same `labels_sha256`): mean ± standard error and how many seeds the group is ahead.
+equal training labels: mean ± standard error and how many seeds the group is ahead. Training labels are equal when
+the `noisy` rows of the runs' `labels.csv` are (so a method validated on clean labels pairs with one validated on
+noisy labels of the same split); without a `labels.csv`, when `labels_sha256` is.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import hashlib
 import io
 import json
 import math
@@ -40,7 +43,7 @@ class Run:
     dataset: str
     noise_tag: str
     seed: int
-    labels_sha256: str
+    labels_sha256: str  # identity of the training labels (see the module docstring)
     metrics: dict[str, float]  # every numeric top-level value of results.json
     extras: tuple[str | None, ...]  # values of the --group-by keys, in order (None: key absent)
 
@@ -160,7 +163,16 @@ def load_run(path: Path, group_by: list[str]) -> Run:
     metrics = {
         k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
+    labels = path.parent / "labels.csv"
+    sha = _training_labels_sha(labels) if labels.is_file() else sha
     return Run(path.parent, *fields, labels_sha256=sha, metrics=metrics, extras=extras)
+
+
+def _training_labels_sha(path: Path) -> str:
+    """SHA-256 of the `noisy` rows of a run's labels.csv (index, true and given label of the training part)."""
+    with path.open(newline="") as f:
+        rows = [",".join(r) for r in csv.reader(f) if len(r) == 4 and r[1] == "noisy"]
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def _scalar(value: Any) -> str:

@@ -168,6 +168,22 @@ def test_reference_pairing_skips_seeds_with_different_labels(in_tmp: Path, capsy
     assert table_rows(out)["CE/digits/sym40_exact"][:2] == ["4", "0,1,2,7"]
 
 
+def test_pairing_follows_the_training_labels_in_labels_csv(in_tmp: Path, capsys) -> None:
+    """EMLC validates on clean labels, CE on noisy ones: same training rows pair, other training rows do not."""
+    root = in_tmp / "runs"
+    rows = "index,split,true_label,noisy_label\n0,noisy,1,2\n1,noisy,3,3\n"
+    for seed in (0, 1):
+        for name, method, val in (("ce", "CE", "4,val,5,6"), ("emlc", "EMLC", "4,val,5,5")):
+            run = make_run(
+                root, f"{name}_s{seed}", method, seed, 0.8 + 0.1 * (method == "EMLC"), sha=f"{name}{seed}"
+            )
+            train = rows if seed == 0 or method == "CE" else rows.replace("1,noisy,3,3", "1,noisy,3,0")
+            (run / "labels.csv").write_text(train + val + "\n")
+    code, out, _ = run_main(["runs", "--reference", "CE/digits/sym40_exact"], capsys)
+    assert code == 0
+    assert table_rows(out)["EMLC/digits/sym40_exact"][-2:] == ["+0.1000", "1/1"]  # seed 0 only
+
+
 def test_groups_without_shared_seeds_show_no_difference(in_tmp: Path, capsys) -> None:
     root = in_tmp / "runs"
     make_run(root, "ce", "CE", 0, 0.8)
