@@ -189,7 +189,7 @@ class LNLCLI(LightningCLI):
                 best = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
             model.metric_suffix = ""
         elif best_path:
-            _load_weights(model, best_path)
+            model.restore(preflight.read_checkpoint(best_path))
         best_score = checkpoint.best_model_score if checkpoint is not None else None
         results = {
             **_test_metrics(last),
@@ -225,13 +225,6 @@ class LNLCLI(LightningCLI):
         for logger in trainer.loggers:  # flush and close the W&B run: the fit is complete
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger.experiment.finish()
-
-
-def _load_weights(model: LightningModule, path: str) -> None:
-    """Load a checkpoint's weights (and method state such as diagnostics) into `model` in place."""
-    state = torch.load(path, map_location=model.device, weights_only=False)
-    model.load_state_dict(state["state_dict"])
-    model.on_load_checkpoint(state)
 
 
 def _test_metrics(outputs: list[dict[str, float]] | None) -> dict[str, float]:

@@ -11,17 +11,15 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lnl.preflight import checkpoint_run_dir
+
 TOP_K = 5
 
 
 def output_dir(trainer: Trainer) -> str:
     """The run directory of the checkpoint being used (`.../version_N` for `.../version_N/checkpoints/x.ckpt`),
     else the trainer's log directory."""
-    ckpt = trainer.ckpt_path
-    if ckpt:
-        folder = os.path.dirname(os.path.abspath(ckpt))
-        return os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else folder
-    return trainer.log_dir or "."
+    return str(checkpoint_run_dir(trainer.ckpt_path)) if trainer.ckpt_path else trainer.log_dir or "."
 
 
 class PredictionWriter(BasePredictionWriter):

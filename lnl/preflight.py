@@ -56,6 +56,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def checkpoint_run_dir(ckpt_path: str | os.PathLike) -> Path:
+    """The folder of a checkpoint's run: the parent of its `checkpoints/` folder, else the folder it lies in."""
+    folder = Path(ckpt_path).absolute().parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def run_dir_of(ckpt_path: str | os.PathLike) -> RunDir | None:
     """The run directory a checkpoint lives in (`.../<name>/version_N/checkpoints/x.ckpt`), if it does."""
     path = Path(ckpt_path)

@@ -140,6 +140,11 @@ class LNLModule(LightningModule):
             self.load_init_checkpoint()
             self._init_loaded = True
 
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Put a loaded checkpoint's weights and method state (e.g. DML's diagnostics) into this module in place."""
+        self.load_state_dict(checkpoint["state_dict"])
+        self.on_load_checkpoint(checkpoint)
+
     def build_backbone(self, name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
         """A backbone with this module's classes and input channels (used for students and teachers alike)."""
         return create_backbone(name, self.num_classes, in_chans=self.hparams.in_chans, **(kwargs or {}))

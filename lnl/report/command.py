@@ -14,10 +14,6 @@ import yaml
 from lnl.errors import ConfigError
 
 
-def _run_dir(ckpt: Path) -> Path:
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-
-
 def main(argv: list[str]) -> int:
     """Entry point of `lnl report`; bad input ends with one `lnl: error:` line and exit code 2."""
     parser = argparse.ArgumentParser(prog="lnl report", description=__doc__)
@@ -36,11 +32,11 @@ def main(argv: list[str]) -> int:
 
 def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     from lnl.cli import LNLCLI
-    from lnl.preflight import read_checkpoint
+    from lnl.preflight import checkpoint_run_dir, read_checkpoint
     from lnl.report.run import EpochHistory, write_run_report
 
     state = read_checkpoint(ckpt)  # one clear line for a missing, truncated or foreign file
-    run_dir = _run_dir(ckpt)
+    run_dir = checkpoint_run_dir(ckpt)
     config = config or str(run_dir / "config.yaml")
     if not Path(config).is_file():
         raise ConfigError(f"config = {config}: file not found; pass --config with the run's config")
@@ -51,8 +47,7 @@ def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     cli = LNLCLI(args=settings, run=False)
     model, datamodule = cli.model, cli.datamodule
     datamodule.load_state_dict(state.get(type(datamodule).__qualname__, {}))
-    model.load_state_dict(state["state_dict"])
-    model.on_load_checkpoint(state)
+    model.restore(state)
     for callback in cli.trainer.callbacks:  # the learning curves of the run up to this checkpoint
         if isinstance(callback, EpochHistory):
             callback.load_state_dict(state.get("callbacks", {}).get(callback.state_key, {}))
