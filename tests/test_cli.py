@@ -91,6 +91,9 @@ def test_wandb_logger_fragment_makes_an_offline_run(in_tmp: Path, monkeypatch: p
     args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--config", str(CONFIGS / "logger" / "wandb.yaml"),
             "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]  # fmt: skip
     assert main(args) == 0
+    import wandb
+
+    wandb.teardown()  # wait until the W&B service has written everything of the offline run
     runs = list(Path("runs/wandb").glob("offline-run-*"))
     assert runs, "no offline W&B run directory"
     assert list(runs[0].glob("*.wandb")), "offline run has no event file"

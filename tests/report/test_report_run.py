@@ -60,6 +60,9 @@ def test_dml_fit_writes_report_pictures_and_a_wandb_run_with_them() -> None:
     assert len(results["report/transition_estimate"]) == 10
     assert results["report/weights"] == "best_val"
 
+    import wandb
+
+    wandb.teardown()  # wait until the W&B service has written everything of the offline run
     wandb_run = next(Path("runs/wandb").glob("offline-run-*"))
     images = {p.name.split("_")[0] for p in (wandb_run / "files" / "media" / "images").rglob("*.png")}
     assert {"transition", "issue", "per", "learning"} <= images, images
