@@ -2,7 +2,7 @@
 
 On one CUDA GPU (about 4 minutes, budget 8): `lnl.bench` of every method and variant on `wrn28_2`, batch 100, in
 fp32, bf16-mixed and bf16-mixed + channels_last, and of EMLC on `resnet34_cifar`, batch 128 (each against CE in
-the same setting); then a 200-step DML and EMLC `lnl fit` (their CIFAR-10 configs) in bf16-mixed with the DDP
+the same setting); then a 200-step DML and EMLC and a 30-step SimCLR `lnl fit` (their CIFAR-10 configs) in bf16-mixed with the DDP
 strategy on one device, on CIFAR-10 pickles written in the real on-disk format. Writes `gpu_check.json` and
 `gpu_check.md` (printed too). Without CUDA, or with `--cpu-fallback`, the same code paths run at tiny sizes
 (`tiny_cnn`, batch 4, a few steps) on the CPU in well under a minute: what CI runs.
@@ -34,7 +34,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 METHODS = ("ce", "dml", "emlc", "mlc", "mwnet", "l2rw", "simclr")
 # (name, Lightning precision, channels_last)
 SETTINGS = (("fp32", "32", False), ("bf16", "bf16-mixed", False), ("bf16_channels_last", "bf16-mixed", True))
-FIT_CONFIGS = {"dml": "dml_cifar10_sym40.yaml", "emlc": "emlc_cifar10_unif50.yaml"}
+FIT_CONFIGS = {
+    "dml": "dml_cifar10_sym40.yaml",
+    "emlc": "emlc_cifar10_unif50.yaml",
+    "simclr": "simclr_cifar10.yaml",
+}
+FIT_STEP_CAP = {"simclr": 30}  # SimCLR's batch of 1024 (x2 views) on ResNet-34: a few steps show its speed
 BUDGET_S = 480
 
 
@@ -177,9 +182,14 @@ def run_benches(sizes: Sizes) -> list[BenchSection]:
     return sections
 
 
+def fit_steps(method: str, sizes: Sizes) -> int:
+    """How many training steps the fit of `method` runs."""
+    return min(sizes.fit_steps, FIT_STEP_CAP.get(method, sizes.fit_steps))
+
+
 def fit_command(method: str, sizes: Sizes, root: Path, out: Path, probe_cfg: Path) -> list[str]:
     """The `lnl fit` command line of one fit: the method's CIFAR-10 config, bf16-mixed, DDP, 1 device, and
-    `probe_cfg` (a FitProbe that stops it after `sizes.fit_steps` training steps)."""
+    `probe_cfg` (a FitProbe that stops it after `fit_steps(method, sizes)` training steps)."""
     return [
         sys.executable, "-m", "lnl", "fit", "--config", str(CONFIGS / FIT_CONFIGS[method]), "--config", str(probe_cfg),
         "--trainer.precision=bf16-mixed", "--trainer.strategy=ddp",
@@ -188,13 +198,13 @@ def fit_command(method: str, sizes: Sizes, root: Path, out: Path, probe_cfg: Pat
         f"--data.init_args.root={root}", "--data.init_args.download=false",
         *(["--data.init_args.num_workers=0"] if sizes.device == "cpu" else []),
         *(["--data.init_args.val_per_class=1"] if sizes.device == "cpu" else []),
-        *(["--data.init_args.clean_per_class=1"] if sizes.device == "cpu" and method == "emlc" else []),
+        *(["--data.init_args.clean_per_class=1"] if sizes.device == "cpu" and method != "dml" else []),
         *sizes.fit_overrides,
     ]  # fmt: skip
 
 
 def run_fits(sizes: Sizes, out: Path) -> list[FitRun]:
-    """A DML and an EMLC fit through `lnl fit` in subprocesses, on CIFAR-10 pickles written in a temp dir."""
+    """DML, EMLC and SimCLR fits through `lnl fit` in subprocesses, on CIFAR-10 pickles written in a temp dir."""
     fits = []
     with tempfile.TemporaryDirectory(prefix="lnl_gpu_check_") as tmp:
         root = write_cifar10(Path(tmp) / "cifar10", sizes.train_per_class, sizes.test_per_class).parent
@@ -204,7 +214,7 @@ def run_fits(sizes: Sizes, out: Path) -> list[FitRun]:
         for method in FIT_CONFIGS:
             probe_json, probe_cfg = Path(tmp) / f"{method}_probe.json", Path(tmp) / f"{method}_probe.yaml"
             probe = {"class_path": "lnl.gpu_check.FitProbe", "init_args": {"path": str(probe_json),
-                                                                            "steps": sizes.fit_steps}}  # fmt: skip
+                                                                            "steps": fit_steps(method, sizes)}}  # fmt: skip
             probe_cfg.write_text(json.dumps({"trainer": {"callbacks": [probe]}}))  # JSON is YAML
             cmd = fit_command(method, sizes, root, out, probe_cfg)
             log = out / f"fit_{method}.log"
@@ -224,11 +234,11 @@ def run_fits(sizes: Sizes, out: Path) -> list[FitRun]:
 
 
 def check_ok(report: GpuCheckReport) -> bool:
-    """Every bench section ran every variant with finite positive times; both fits exited 0 and ran their steps."""
+    """Every bench section ran every variant with finite positive times; every fit exited 0 and ran its steps."""
     benches = all(
         s.error is None and s.results and all(r.ms_mean > 0 for r in s.results) for s in report.benches
     )
-    fits = all(f.exit_code == 0 and f.batches == report.sizes.fit_steps for f in report.fits)
+    fits = all(f.exit_code == 0 and f.batches == fit_steps(f.method, report.sizes) for f in report.fits)
     return benches and fits
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lnl.bench import variants
-from lnl.gpu_check import CPU, METHODS, SETTINGS, main
+from lnl.gpu_check import CPU, METHODS, SETTINGS, fit_steps, main
 
 
 @pytest.mark.slow  # ~30-45 s on 2 cores: `make test` (CI) runs it, `make test-fast` does not
@@ -30,10 +30,11 @@ def test_cpu_fallback_benches_every_method_and_setting_and_runs_both_fits(tmp_pa
             for key in ("ms_mean", "ms_median", "ms_min", "cpu_ms_mean", "ratio_vs_ce"):
                 assert math.isfinite(r[key]) and r[key] > 0, (section["name"], r)
             assert r["peak_mem_mb"] >= 0
-    assert [f["method"] for f in report["fits"]] == ["dml", "emlc"]
+    assert [f["method"] for f in report["fits"]] == ["dml", "emlc", "simclr"]
     for fit in report["fits"]:
         assert fit["exit_code"] == 0, Path(fit["log"]).read_text()[-3000:]
-        assert fit["batches"] == CPU.fit_steps and fit["global_step"] >= CPU.fit_steps
+        steps = fit_steps(fit["method"], CPU)
+        assert fit["batches"] == steps and fit["global_step"] >= steps
         assert (
             fit["strategy"] == "DDPStrategy" and fit["world_size"] == 1 and fit["precision"] == "bf16-mixed"
         )
