@@ -20,7 +20,8 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +157,26 @@ class FitProbe(Callback):
             Path(self.path).write_text(json.dumps(probe))
 
 
-def run_benches(sizes: Sizes) -> list[BenchSection]:
-    """Every method on the main backbone, then EMLC on its own, in each precision / memory-format setting."""
-    plan = [("all", sizes.backbone, sizes.batch, ",".join(METHODS)),
+@dataclass(frozen=True)
+class Selection:
+    """Which parts run (all by default): setting names, bench suites, the methods of suite `all`, the fits."""
+
+    settings: tuple[str, ...] = tuple(name for name, _, _ in SETTINGS)
+    suites: tuple[str, ...] = ("all", "emlc")
+    methods: tuple[str, ...] = METHODS
+    fits: tuple[str, ...] = tuple(FIT_CONFIGS)
+
+
+def run_benches(
+    sizes: Sizes, only: Selection = Selection(), done: Callable[[list[BenchSection]], None] = lambda _: None
+) -> list[BenchSection]:
+    """Every method on the main backbone, then EMLC on its own, in each precision / memory-format setting;
+    `done` sees the sections so far after each one (a partial report survives a time limit)."""
+    plan = [("all", sizes.backbone, sizes.batch, ",".join(only.methods)),
             ("emlc", sizes.emlc_backbone, sizes.emlc_batch, "emlc")]  # fmt: skip
-    sections = []
-    for suite, backbone, batch, methods in plan:
-        for name, precision, channels_last in SETTINGS:
+    sections: list[BenchSection] = []
+    for suite, backbone, batch, methods in (row for row in plan if row[0] in only.suites):
+        for name, precision, channels_last in (row for row in SETTINGS if row[0] in only.settings):
             if precision == "bf16-mixed" and sizes.device == "cuda" and not torch.cuda.is_bf16_supported():
                 sections.append(BenchSection(suite, name, backbone, batch, precision, channels_last, 0.0,
                                              error="bf16 is not supported on this GPU"))  # fmt: skip
@@ -179,6 +193,7 @@ def run_benches(sizes: Sizes) -> list[BenchSection]:
                 section.error = f"{type(error).__name__}: {error}"[-2000:]
             section.wall_s = round(time.perf_counter() - t0, 2)
             sections.append(section)
+            done(sections)
     return sections
 
 
@@ -203,7 +218,12 @@ def fit_command(method: str, sizes: Sizes, root: Path, out: Path, probe_cfg: Pat
     ]  # fmt: skip
 
 
-def run_fits(sizes: Sizes, out: Path) -> list[FitRun]:
+def run_fits(
+    sizes: Sizes,
+    out: Path,
+    only: Selection = Selection(),
+    done: Callable[[list[FitRun]], None] = lambda _: None,
+) -> list[FitRun]:
     """DML, EMLC and SimCLR fits through `lnl fit` in subprocesses, on CIFAR-10 pickles written in a temp dir."""
     fits = []
     with tempfile.TemporaryDirectory(prefix="lnl_gpu_check_") as tmp:
@@ -211,7 +231,7 @@ def run_fits(sizes: Sizes, out: Path) -> list[FitRun]:
         env = dict(os.environ, **({"OMP_NUM_THREADS": "1"} if sizes.device == "cpu" else {}))
         package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very lnl
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        for method in FIT_CONFIGS:
+        for method in (m for m in FIT_CONFIGS if m in only.fits):
             probe_json, probe_cfg = Path(tmp) / f"{method}_probe.json", Path(tmp) / f"{method}_probe.yaml"
             probe = {"class_path": "lnl.gpu_check.FitProbe", "init_args": {"path": str(probe_json),
                                                                             "steps": fit_steps(method, sizes)}}  # fmt: skip
@@ -230,6 +250,7 @@ def run_fits(sizes: Sizes, out: Path) -> list[FitRun]:
                 for key, value in json.loads(probe_json.read_text()).items():
                     setattr(run, key, value)
             fits.append(run)
+            done(fits)
     return fits
 
 
@@ -282,35 +303,58 @@ def summary(report: GpuCheckReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_check(sizes: Sizes, out: Path) -> GpuCheckReport:
-    """Run the benches and the fits at `sizes`, write `gpu_check.json` and `gpu_check.md` into `out`."""
+def write_report(report: GpuCheckReport, out: Path, t0: float) -> None:
+    """(Re)write `gpu_check.json` and `gpu_check.md` with what has run so far."""
+    report.wall_s = round(time.perf_counter() - t0, 1)
+    report.ok = check_ok(report)
+    (out / "gpu_check.json").write_text(json.dumps(asdict(report), indent=2))
+    (out / "gpu_check.md").write_text(summary(report))
+
+
+def run_check(sizes: Sizes, out: Path, only: Selection = Selection()) -> GpuCheckReport:
+    """Run the benches and the fits at `sizes`, write `gpu_check.json` and `gpu_check.md` into `out` (after
+    every section, so a run cut short by a time limit still leaves what it measured)."""
     out.mkdir(parents=True, exist_ok=True)
     fallback = sizes.device == "cpu"
-    lightning_log, level = (
-        logging.getLogger("lightning.pytorch"),
-        logging.getLogger("lightning.pytorch").level,
-    )
-    matmul = torch.get_float32_matmul_precision()
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level, matmul = lightning_log.level, torch.get_float32_matmul_precision()
     t0 = time.perf_counter()
+    name = f"CPU ({os.cpu_count()} cores)" if fallback else torch.cuda.get_device_name(0)
+    report = GpuCheckReport(sizes.device, name, fallback, torch.__version__, "high", sizes, [], [])
+
+    def benches_done(sections: list[BenchSection]) -> None:
+        report.benches = sections
+        write_report(report, out, t0)
+
+    def fits_done(fits: list[FitRun]) -> None:
+        report.fits = fits
+        write_report(report, out, t0)
+
     try:
         lightning_log.setLevel(logging.WARNING)
         torch.set_float32_matmul_precision("high")  # as `lnl fit` does: "fp32" matmuls are TF32 on Ampere+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            name = f"CPU ({os.cpu_count()} cores)" if fallback else torch.cuda.get_device_name(0)
-            report = GpuCheckReport(sizes.device, name, fallback, torch.__version__, "high", sizes,
-                                    run_benches(sizes), [])  # fmt: skip
+            run_benches(sizes, only, benches_done)
         if not fallback:
             torch.cuda.empty_cache()
-        report.fits = run_fits(sizes, out)
+        run_fits(sizes, out, only, fits_done)
     finally:
         lightning_log.setLevel(level)
         torch.set_float32_matmul_precision(matmul)
-    report.wall_s = round(time.perf_counter() - t0, 1)
-    report.ok = check_ok(report)
-    (out / "gpu_check.json").write_text(json.dumps(asdict(report), indent=2))
-    (out / "gpu_check.md").write_text(summary(report))
+    write_report(report, out, t0)
     return report
+
+
+def _names(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n for n in text.split(",") if n)
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{','.join(bad)} (allowed: {','.join(allowed)})")
+        return names
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,9 +363,19 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu-fallback", action="store_true", help="tiny sizes on the CPU (the default without CUDA)"
     )
     p.add_argument("--out", default="runs/gpu_check", help="folder of gpu_check.json, gpu_check.md, fit logs")
+    every = Selection()
+    for flag, allowed in (("settings", every.settings), ("suites", every.suites), ("methods", every.methods),
+                          ("fits", every.fits)):  # fmt: skip
+        p.add_argument(f"--{flag}", type=_names(allowed), default=allowed, help=f"comma list of {allowed}")
+    p.add_argument("--fit-steps", type=int, help="training steps per fit (default: 200 on GPU)")
+    p.add_argument("--fit-timeout", type=int, help="seconds per fit subprocess (default: 240 on GPU)")
     args = p.parse_args(argv)
     fallback = args.cpu_fallback or not torch.cuda.is_available()
-    report = run_check(CPU if fallback else GPU, Path(args.out).resolve())
+    only = Selection(args.settings, args.suites, args.methods, args.fits)
+    sizes = CPU if fallback else GPU
+    sizes = replace(sizes, fit_steps=args.fit_steps or sizes.fit_steps,
+                    fit_timeout_s=args.fit_timeout or sizes.fit_timeout_s)  # fmt: skip
+    report = run_check(sizes, Path(args.out).resolve(), only)
     print(summary(report))
     print(f"written: {Path(args.out) / 'gpu_check.json'}, {Path(args.out) / 'gpu_check.md'}")
     return 0 if report.ok else 1

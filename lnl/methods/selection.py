@@ -434,7 +434,7 @@ def fit_two_gaussians(values: Tensor, iters: int = 50) -> TwoGaussians:
     v_sorted = torch.sort(v).values
     k = two_segment_split(v_sorted)
     lo, hi = v_sorted[:k], v_sorted[k:]
-    w = torch.tensor([k / n, 1 - k / n], dtype=v.dtype)
+    w = torch.tensor([k / n, 1 - k / n], dtype=v.dtype, device=v.device)
     mu = torch.stack([lo.mean(), hi.mean()])
     floor = (v.var() * 1e-3).clamp_min(1e-12)
     var = torch.stack([lo.var(unbiased=False), hi.var(unbiased=False)]).clamp_min(floor)
