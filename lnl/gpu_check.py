@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -218,6 +219,26 @@ def fit_command(method: str, sizes: Sizes, root: Path, out: Path, probe_cfg: Pat
     ]  # fmt: skip
 
 
+def run_with_stack_dump(
+    cmd: list[str], log: IO[str], env: dict[str, str], cwd: Path, timeout_s: float
+) -> int:
+    """Run `cmd` (a Python command) with its output in `log`; past `timeout_s` it gets SIGABRT, which Python's
+    faulthandler (`-X faulthandler`) answers by writing every thread's stack to the log, then SIGKILL: a fit
+    that hangs says where. Returns the exit code, 124 on a timeout."""
+    cmd = [cmd[0], "-X", "faulthandler", *cmd[1:]] if cmd[0] == sys.executable else cmd
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 124
+
+
 def run_fits(
     sizes: Sizes,
     out: Path,
@@ -240,11 +261,7 @@ def run_fits(
             log = out / f"fit_{method}.log"
             t0 = time.perf_counter()
             with open(log, "w") as f:
-                try:
-                    code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=out,
-                                          timeout=sizes.fit_timeout_s).returncode  # fmt: skip
-                except subprocess.TimeoutExpired:
-                    code = 124
+                code = run_with_stack_dump(cmd, f, env, out, sizes.fit_timeout_s)
             run = FitRun(method, cmd, code, round(time.perf_counter() - t0, 2), str(log))
             if probe_json.is_file():
                 for key, value in json.loads(probe_json.read_text()).items():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from lnl.bench import variants
-from lnl.gpu_check import CPU, METHODS, SETTINGS, fit_steps, main
+from lnl.gpu_check import CPU, METHODS, SETTINGS, fit_steps, main, run_with_stack_dump
 
 
 @pytest.mark.slow  # ~30-45 s on 2 cores: `make test` (CI) runs it, `make test-fast` does not
@@ -39,3 +41,18 @@ def test_cpu_fallback_benches_every_method_and_setting_and_runs_both_fits(tmp_pa
             fit["strategy"] == "DDPStrategy" and fit["world_size"] == 1 and fit["precision"] == "bf16-mixed"
         )
         assert fit["steps_per_s"] > 0 and "--trainer.strategy=ddp" in fit["command"]
+
+
+def test_a_fit_past_its_time_limit_leaves_every_threads_stack_in_its_log(tmp_path: Path) -> None:
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import time\n\ndef waiting_for_a_batch():\n    time.sleep(60)\n\nwaiting_for_a_batch()\n"
+    )
+    log_path = tmp_path / "fit.log"
+    with open(log_path, "w") as log:
+        code = run_with_stack_dump(
+            [sys.executable, str(script)], log, dict(os.environ), tmp_path, timeout_s=3
+        )
+    log_text = log_path.read_text()
+    assert code == 124
+    assert "Fatal Python error: Aborted" in log_text and "waiting_for_a_batch" in log_text
