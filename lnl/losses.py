@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lnl.hypergrad.functional import wide
+
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
@@ -74,6 +76,20 @@ def pseudo_labels(logits: Tensor, generator: torch.Generator | None = None) -> T
             return logits.argmax(-1)
         probs = logits.detach().float().softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def corrupt_odd_positions(
+    y: Tensor, logits: Tensor, kind: str, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """EMLC's gate supervision (EMLC Eq. 11): the odd positions of a clean batch get a corrupted label, uniform over
+    the C classes (`random`, may hit the right one) or the teacher's strongest wrong class (`adversarial`).
+    Returns (ỹ, mask of corrupted positions)."""
+    corrupt = torch.arange(y.shape[0], device=y.device) % 2 == 1
+    if kind == "random":
+        wrong = torch.randint(0, logits.shape[-1], y.shape, generator=generator, device=y.device)
+    else:
+        wrong = wide(logits.detach()).scatter(1, y[:, None], float("-inf")).argmax(1)
+    return torch.where(corrupt, wrong, y), corrupt
 
 
 def per_sample_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

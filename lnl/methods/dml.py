@@ -1,10 +1,6 @@
-"""DML: Distilled Meta-Learning without a clean set (DML paper, "Efficiently meta-learning for robust deep
-networks without prior unbiased set": Eq. 1-8, Algorithms 1-2).
-
-Meta Pseudo Labels (Pham et al. 2021) in which the labelled set is a small-loss subset 𝒮 of the noisy batch whose
-per-class size R(c) is estimated from the data (`selection.py`). The feedback lives in `lnl.hypergrad.feedback`,
-the losses in `lnl.losses`, the selection diagnostics in `dml_diagnostics.py`.
-"""
+"""DML ("Efficiently meta-learning for robust deep networks without prior unbiased set": Eq. 1-8, Algorithms 1-2):
+Meta Pseudo Labels (Pham et al. 2021) whose labelled set is a small-loss subset 𝒮 of the noisy batch, R(c) estimated
+from the data (`selection.py`); feedback in `lnl.hypergrad.feedback`, losses in `lnl.losses`."""
 
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ from torch import Tensor
 
 from lnl.errors import ConfigError
 from lnl.hypergrad import all_reduce_mean_dict, world_size
-from lnl.hypergrad.feedback import check_sign, create_feedback, lookahead_feedback, per_class_feedback
+from lnl.hypergrad.feedback import check_sign, create_feedback, lookahead_feedback
 from lnl.losses import (
     kd_loss,
     per_sample_cross_entropy,
@@ -28,7 +24,7 @@ from lnl.losses import (
 from lnl.methods.bilevel import TeacherStudent, check_choice
 from lnl.methods.dml_diagnostics import SelectionDiagnostics
 from lnl.methods.selection import SelectionConfig, SmallLossSelector
-from lnl.report.evidence import LabelEvidence, flagged_correction, loss_based_evidence
+from lnl.report.evidence import LabelEvidence, selection_evidence
 
 
 class DML(TeacherStudent):
@@ -85,11 +81,8 @@ class DML(TeacherStudent):
                 raise ConfigError(
                     f"model.{name} = {value}: lam in [0, 1], student_noisy_ce >= 0, h_baseline in [0, 1)"
                 )
-        selection = (
-            SelectionConfig(**selection) if isinstance(selection, dict) else selection or SelectionConfig()
-        )
-        self.hparams["selection"] = asdict(selection)  # plain dict: checkpoints load with weights_only=True
-        self.selector = SmallLossSelector(num_classes, **asdict(selection))
+        self.hparams["selection"] = asdict(SelectionConfig.coerce(selection))  # a dict: weights_only loading
+        self.selector = SmallLossSelector(num_classes, **self.hparams["selection"])
         self.diagnostics = SelectionDiagnostics(num_classes)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("h_mean", torch.zeros(()))  # moving average of h (the `h_baseline` b)
@@ -137,7 +130,9 @@ class DML(TeacherStudent):
             h = self.feedback(look, mask, g_pl, eta, per_rank[0], hp.feedback_sign, reduce)
             grads = [(1 - lam) * g_pl[k] + (0 if rest is None else rest[k]) for k in s_params]
             if self.apply_grads(s_opt, list(s_params.values()), grads, "student gradient"):
-                self._update_selection(index, groups, mask, look.before, look.after.detach(), h)
+                signed_h = h * check_sign(hp.feedback_sign)
+                self.selector.record_feedback(index, groups, mask, look.before, look.after.detach(), signed_h,
+                                              self.current_epoch, reduce)  # fmt: skip
 
         # teacher: h-weighted pseudo-label term, supervised term on 𝒮, UDA on 𝒰
         h_t = h - self.h_mean if hp.h_baseline is not None else h
@@ -160,22 +155,7 @@ class DML(TeacherStudent):
         self._wrong_posterior = self.selector.wrong_label_posterior()
 
     def label_evidence(self, x: Tensor, y: Tensor, index: Tensor) -> LabelEvidence:
-        """Issue score = P(high-loss mode | loss-bank score) in the sample's group (the selection's own view),
-        the student's where the bank never saw the sample; columns: selection frequency and bank score."""
-        ev, bank = loss_based_evidence(self.student(x), y), self.selector.bank[index]
-        posterior = self._wrong_posterior.to(x.device)[index]
-        score = torch.where(posterior.isnan(), ev.issue_score, posterior)
-        freq = self.selector.selection_frequency(index)
-        columns = ev.columns | {"selection_frequency": freq, "bank_score": bank}
-        return LabelEvidence(ev.probs, score, flagged_correction(score, ev.probs.argmax(1), y), columns)
-
-    def _update_selection(self, index: Tensor, groups: Tensor, mask: Tensor, before: Tensor, after: Tensor,
-                          h: Tensor) -> None:  # fmt: skip
-        """Evidence bank (s_i over the batch's mean |s|); the sign-drift rules also move R(c) by δ·sign(h)."""
-        s, reduce = before - after, self.all_reduce_mean
-        self.selector.update_evidence(index, s / reduce(s.abs().mean()).clamp_min(1e-12))
-        if self.selector.drifts:  # only the sign-drift rules read the per-group feedback
-            h_c, n_c = per_class_feedback(before, after, groups, self.num_classes, mask, reduce=reduce)
-            self.selector.update_ratios(
-                h_c, n_c, h * check_sign(self.hparams.feedback_sign), self.current_epoch
-            )
+        """The selection's own view of each label (`selection_evidence`); columns: selection frequency, bank score."""
+        sel = self.selector
+        columns = {"selection_frequency": sel.selection_frequency(index), "bank_score": sel.bank[index]}
+        return selection_evidence(self.student(x), y, self._wrong_posterior.to(x.device)[index], columns)

@@ -11,17 +11,15 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lnl.errors import ConfigError
 from lnl.hypergrad import frozen_buffers
 from lnl.hypergrad.estimators import SOFT_TARGETS, StudentStep, add_grads, create_hypergrad
-from lnl.hypergrad.functional import wide
-from lnl.methods.base import has_true_labels
 from lnl.methods.bilevel import TeacherStudent, check_choice
+from lnl.methods.diagnostics import log_label_correction
 from lnl.models.teachers import LabelCorrector
-from lnl.report.evidence import LabelEvidence, flagged_correction, loss_based_evidence
+from lnl.report.evidence import LabelEvidence, corrected_target_evidence
 
 
 class EMLC(TeacherStudent):
@@ -88,29 +86,11 @@ class EMLC(TeacherStudent):
 
     # ---------------------------------------------------------------- the step
     def _teacher_supervised(self, x: Tensor, y: Tensor) -> tuple[list, dict[str, Tensor]]:
-        """Gradients of CE(teacher logits, y) + BCE(gate logit, label still correct) on the clean batch."""
-        h, logits = self.teacher.features_and_logits(x)
-        ce = F.cross_entropy(wide(logits), y)
-        logs, loss = {"train/teacher_ce": ce.detach()}, ce
-        if self.hparams.corruption != "none":
-            corrupt = torch.arange(y.shape[0], device=y.device) % 2 == 1
-            if self.hparams.corruption == "random":
-                g = self.step_generator(y.device)
-                wrong = torch.randint(0, self.num_classes, y.shape, generator=g, device=y.device)
-            else:  # adversarial: the teacher's strongest wrong class
-                wrong = wide(logits.detach()).scatter(1, y[:, None], float("-inf")).argmax(1)
-            y_tilde = torch.where(corrupt, wrong, y)
-            a = wide(self.teacher.gate_logit(h, y_tilde))
-            bce = F.binary_cross_entropy_with_logits(a, (y_tilde == y).to(a.dtype))
-            loss = loss + bce
-            w = torch.sigmoid(a.detach())
-            logs |= {
-                "train/bce": bce.detach(),
-                "train/gate_clean": w[~corrupt].mean(),
-                "train/gate_corrupted": w[corrupt].mean(),
-            }
-        grads = torch.autograd.grad(loss, list(self.teacher.parameters()), allow_unused=True)
-        return list(grads), logs
+        """Gradients of the teacher's supervised loss on the clean batch (CE, + the gate's BCE with corruption)."""
+        kind = self.hparams.corruption
+        g = self.step_generator(y.device) if kind == "random" else None
+        loss, logs = self.teacher.supervised_loss(x, y, kind, g)
+        return list(torch.autograd.grad(loss, list(self.teacher.parameters()), allow_unused=True)), logs
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if not self.finite_batch(batch):
@@ -136,7 +116,7 @@ class EMLC(TeacherStudent):
             return
         if not self.apply_grads(s_opt, list(self.student.parameters()), step.grads, "student gradient"):
             return
-        self._log_targets(q, a, nb)
+        log_label_correction(self, q, a, nb)
         self._pending.append(step)
         logs["train/loss_student"] = step.loss
         if closes:
@@ -157,23 +137,6 @@ class EMLC(TeacherStudent):
 
     def label_evidence(self, x: Tensor, y: Tensor, index: Tensor) -> LabelEvidence:
         """Issue score 1 − q(ỹ) of the teacher's corrected target q (Fig. 3); columns: its label and gate weight."""
-        ev = loss_based_evidence(self.student(x), y)
         q, a = self.teacher.correct(*self.teacher.features_and_logits(x), y)
-        score = 1.0 - q.gather(1, y[:, None]).squeeze(1).float()
-        columns = ev.columns | {"teacher_label": q.argmax(1), "gate_weight": torch.sigmoid(a.float())}
-        return LabelEvidence(ev.probs, score, flagged_correction(score, q.argmax(1), y), columns)
-
-    def _log_targets(self, q: Tensor, a: Tensor, nb: dict[str, Any]) -> None:
-        """Gate means (overall, on right / wrong noisy labels) and per-epoch label recovery (needs y_true)."""
-        w = torch.sigmoid(a.detach().float())
-        self.log("train/gate_noisy", w.mean(), on_step=True, on_epoch=False, batch_size=w.shape[0])
-        y, y_true = nb["y"], nb.get("y_true")
-        if not has_true_labels(nb):
-            return
-        known = y_true >= 0
-        right, wrong = known & (y == y_true), known & (y != y_true)
-        hit = (q.detach().argmax(1) == y_true).float()
-        epoch = {"train/label_recovery": (hit, known), "train/wrong_label_recovery": (hit, wrong),
-                 "train/gate_right_label": (w, right), "train/gate_wrong_label": (w, wrong)}  # fmt: skip
-        for name, (v, m) in epoch.items():
-            self.log_masked_mean(name, v, m)
+        columns = {"teacher_label": q.argmax(1), "gate_weight": torch.sigmoid(a.float())}
+        return corrected_target_evidence(self.student(x), q, y, columns)

@@ -19,7 +19,7 @@ from lnl.methods.base import has_true_labels
 from lnl.methods.bilevel import BilevelModule
 from lnl.models.backbones import features_and_logits
 from lnl.models.teachers import MetaLabelNet
-from lnl.report.evidence import LabelEvidence, flagged_correction, loss_based_evidence
+from lnl.report.evidence import LabelEvidence, corrected_target_evidence
 
 
 def _adam_3e4(params: Any) -> torch.optim.Optimizer:
@@ -100,7 +100,5 @@ class MLC(BilevelModule):
     def label_evidence(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> LabelEvidence:
         """Issue score 1 − q(ỹ) of the meta-net's corrected target q; column: its label."""
         feats, logits = features_and_logits(self.student, x)
-        ev, q = loss_based_evidence(logits, y), self.meta_net(feats, y)
-        score = 1.0 - q.gather(1, y[:, None]).squeeze(1).float()
-        columns = ev.columns | {"meta_label": q.argmax(1)}
-        return LabelEvidence(ev.probs, score, flagged_correction(score, q.argmax(1), y), columns)
+        q = self.meta_net(feats, y)
+        return corrected_target_evidence(logits, q, y, {"meta_label": q.argmax(1)})

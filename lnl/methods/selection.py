@@ -41,6 +41,7 @@ they are applied, so bank, thresholds and R are identical on all ranks.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,6 +50,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from lnl.errors import ConfigError
+from lnl.hypergrad.feedback import per_class_feedback
 
 SelectionRule = Literal["estimated", "sign_drift", "per_class", "global", "per_batch", "schedule"]
 RULES: tuple[str, ...] = ("estimated", "sign_drift", "per_class", "global", "per_batch", "schedule")
@@ -75,6 +77,11 @@ class SelectionConfig:
     schedule_epochs: int = 10
     estimator: str = "gmm"
     max_rise: float | None = 0.02
+
+    @classmethod
+    def coerce(cls, value: SelectionConfig | dict | None) -> SelectionConfig:
+        """A config from a YAML mapping, an instance, or None (the defaults)."""
+        return cls(**value) if isinstance(value, dict) else value or cls()
 
 
 def all_gather_rows(t: Tensor) -> Tensor:
@@ -340,6 +347,17 @@ class SmallLossSelector(nn.Module):
             self.times_selected.index_put_((idx,), selected.to(self.times_selected.dtype), True)
 
     @torch.no_grad()
+    @torch.no_grad()
+    def record_feedback(self, index: Tensor, groups: Tensor, mask: Tensor, before: Tensor, after: Tensor,
+                        h: Tensor, epoch: int, reduce: Callable[[Tensor], Tensor] = lambda t: t) -> None:  # fmt: skip
+        """After a student step: the evidence bank gets s_i = ℓ_i(θ) − ℓ_i(θ') over the batch's mean |s| (DML Eq. 7);
+        the sign-drift rules also move R(c) by δ·sign of the per-group feedback (Eq. 8; `h` already signed)."""
+        s = before - after
+        self.update_evidence(index, s / reduce(s.abs().mean()).clamp_min(1e-12))
+        if self.drifts:  # only the sign-drift rules read the per-group feedback
+            h_c, n_c = per_class_feedback(before, after, groups, self.num_classes, mask, reduce=reduce)
+            self.update_ratios(h_c, n_c, h, epoch)
+
     def wrong_label_posterior(self) -> Tensor:
         """Per sample, P(high-loss component | bank score) of a two-Gaussian mixture fitted to its group's bank
         (the DivideMix reading of the small-loss trick); NaN for samples never seen."""

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lnl.hypergrad.functional import wide
+from lnl.losses import corrupt_odd_positions
 from lnl.models.backbones import features_and_logits
 
 
@@ -56,6 +57,25 @@ class LabelCorrector(nn.Module):
         """(q [B, C] float32, gate logit a [B]) for noisy labels y."""
         a = self.gate_logit(h, y)
         return gated_target(a, y, logits), a
+
+    def supervised_loss(
+        self, x: Tensor, y: Tensor, corruption: str = "none", generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """CE(teacher logits, y) on clean images, + with `corruption` (`random` / `adversarial`) the BCE of the gate
+        logit against "label still correct" on the batch with its odd positions corrupted (EMLC Eq. 11), in fp32 or
+        wider; returns (loss, scalars to log)."""
+        h, logits = self.features_and_logits(x)
+        ce = F.cross_entropy(wide(logits), y)
+        logs, loss = {"train/teacher_ce": ce.detach()}, ce
+        if corruption != "none":
+            y_tilde, corrupt = corrupt_odd_positions(y, logits, corruption, generator)
+            a = wide(self.gate_logit(h, y_tilde))
+            bce = F.binary_cross_entropy_with_logits(a, (y_tilde == y).to(a.dtype))
+            w = torch.sigmoid(a.detach())
+            loss = loss + bce
+            logs |= {"train/bce": bce.detach(), "train/gate_clean": w[~corrupt].mean(),
+                     "train/gate_corrupted": w[corrupt].mean()}  # fmt: skip
+        return loss, logs
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features_and_logits(x)[1]

@@ -39,3 +39,25 @@ def loss_based_evidence(logits: Tensor, given: Tensor) -> LabelEvidence:
     return LabelEvidence(
         probs, score, flagged_correction(score, probs.argmax(1), given), {"student_loss": loss}
     )
+
+
+def corrected_target_evidence(
+    logits: Tensor, q: Tensor, given: Tensor, columns: dict[str, Tensor]
+) -> LabelEvidence:
+    """EMLC, MLC: issue score 1 − q(ỹ) of the corrected target q the student trains on (EMLC Fig. 3; MLC Eq. 2);
+    corrected label argmax q where flagged; `columns` next to the student's plain loss."""
+    ev = loss_based_evidence(logits, given)
+    score = 1.0 - q.gather(1, given[:, None]).squeeze(1).float()
+    return LabelEvidence(ev.probs, score, flagged_correction(score, q.argmax(1), given), ev.columns | columns)
+
+
+def selection_evidence(
+    logits: Tensor, given: Tensor, wrong_posterior: Tensor, columns: dict[str, Tensor]
+) -> LabelEvidence:
+    """DML: issue score = the selection's own view, P(high-loss mode | loss-bank score) in the sample's group (NaN
+    where the bank never saw the sample: the student's plain score there); corrected label = the student's."""
+    ev = loss_based_evidence(logits, given)
+    score = torch.where(wrong_posterior.isnan(), ev.issue_score, wrong_posterior)
+    return LabelEvidence(
+        ev.probs, score, flagged_correction(score, ev.probs.argmax(1), given), ev.columns | columns
+    )
