@@ -313,11 +313,14 @@ class NoisyLabelDataModule(LightningDataModule):
         return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def _loader(
-        self, dataset: Dataset, sampler: EpochSampler, batch_size: int, drop_last: bool
+        self, dataset: Dataset, sampler: EpochSampler, batch_size: int, drop_last: bool, train: bool = False
     ) -> DataLoader:
+        """Workers persist across epochs for the training streams only: an evaluation loader is built anew for
+        each `trainer.test`, and re-creating loaders whose workers persist while memory is pinned is a known
+        PyTorch instability (pytorch/pytorch#91252, which Lightning warns about)."""
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-            num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+            num_workers=self.hparams.num_workers, persistent_workers=train and self.hparams.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )  # fmt: skip
 
@@ -349,7 +352,7 @@ class NoisyLabelDataModule(LightningDataModule):
                 _balanced_epoch, train_ids, self.given_labels[train_ids], hp.samples_per_epoch, hp.split_seed
             )
         sampler = EpochSampler(train_ids, seed=self._seed(), rank=rank, world_size=world, per_epoch=per_epoch)
-        noisy = self._loader(noisy_set, sampler, hp.batch_size, drop_last=len(sampler) >= hp.batch_size)
+        noisy = self._loader(noisy_set, sampler, hp.batch_size, len(sampler) >= hp.batch_size, train=True)
         position, self.resume_position = self.resume_position, None
         if position is not None:  # a mid-epoch checkpoint: go on at the next batch of the same epoch
             sampler.resume_at(position[0], position[1] * hp.batch_size)
@@ -363,7 +366,7 @@ class NoisyLabelDataModule(LightningDataModule):
             self.clean_index, seed=self._seed() + 1, rank=rank, world_size=world,
             num_samples_per_rank=n_batches * clean_bs,
         )  # fmt: skip
-        clean = self._loader(clean_set, clean_sampler, clean_bs, drop_last=True)
+        clean = self._loader(clean_set, clean_sampler, clean_bs, drop_last=True, train=True)
         if position is not None:
             clean_sampler.resume_at(position[0], position[1] * clean_bs)
         return CombinedLoader({"noisy": noisy, "clean": clean}, mode="max_size_cycle")

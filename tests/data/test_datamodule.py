@@ -63,6 +63,16 @@ def test_two_view_noisy_batches_and_a_paired_clean_stream() -> None:
     torch.testing.assert_close(noisy["y"], torch.as_tensor(dm.given_labels[noisy["index"].numpy()]))
 
 
+def test_only_the_training_streams_keep_their_workers_across_epochs() -> None:
+    dm = digits(num_workers=2)
+    dm.requirements = DataRequirements(needs_clean=True)
+    dm.setup("fit")
+    train = dm.train_dataloader().iterables
+    assert train["noisy"].persistent_workers and train["clean"].persistent_workers
+    assert not dm.val_dataloader().persistent_workers and not dm.test_dataloader().persistent_workers
+    assert not dm.report_dataloader(64).persistent_workers
+
+
 def test_a_repeated_view_gets_its_own_key_and_its_own_draw() -> None:
     dm = digits(train_on="both")
     dm.requirements = DataRequirements(train_views=("strong", "strong"))
