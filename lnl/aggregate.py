@@ -32,6 +32,7 @@ DEFAULT_METRIC = "test/acc_best_val"
 RESULTS = "results.json"
 CONFIG = "config.yaml"
 _MISSING = object()
+SET_SUFFIX = ":set"  # --group-by KEY:set: whether KEY is set, not its value
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ class Row:
 
 def _short(key: str, extras: tuple[tuple[str, Any], ...]) -> str:
     """The last dotted component of a --group-by key, or the whole key where that is ambiguous."""
+    key = key.removesuffix(SET_SUFFIX)
     last = key.rsplit(".", 1)[-1]
-    clash = sum(other.rsplit(".", 1)[-1] == last for other, _ in extras) > 1
+    clash = sum(other.removesuffix(SET_SUFFIX).rsplit(".", 1)[-1] == last for other, _ in extras) > 1
     return key if clash else last
 
 
@@ -137,6 +139,17 @@ def _lookup(config: Any, dotted: str) -> Any:
     return config
 
 
+def group_value(config: Any, key: str) -> str | None:
+    """The config value of a --group-by key as text (None: not in this config); with `KEY:set` only whether it
+    is set, `set` or `None` (e.g. `model.init_args.init_checkpoint:set`: runs from pretrained weights or not)."""
+    value = _lookup(config, key.removesuffix(SET_SUFFIX))
+    if value is _MISSING:
+        return None
+    if key.endswith(SET_SUFFIX):
+        return "None" if value is None else "set"
+    return _scalar(value)
+
+
 def load_run(path: Path, group_by: list[str]) -> Run:
     """A Run from one results.json (and its config.yaml where --group-by needs it)."""
     try:
@@ -158,8 +171,7 @@ def load_run(path: Path, group_by: list[str]) -> Run:
             config = yaml.safe_load(config_path.read_text())
         except (OSError, yaml.YAMLError) as error:
             raise ConfigError(f"cannot read {str(config_path)!r}: {error}") from None
-        values = [_lookup(config, key) for key in group_by]
-        extras = tuple(None if v is _MISSING else _scalar(v) for v in values)
+        extras = tuple(group_value(config, key) for key in group_by)
     metrics = {
         k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
@@ -343,7 +355,8 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY",
-        help="dotted config.yaml key that also splits groups, e.g. model.init_args.selection.rule (repeatable)",
+        help="dotted config.yaml key that also splits groups, e.g. model.init_args.selection.rule; KEY:set splits "
+        "by whether it is set, e.g. model.init_args.init_checkpoint:set (repeatable)",
     )
     p.add_argument(
         "--reference", metavar="GROUP", help="group name to compare every group against (paired by seed)"

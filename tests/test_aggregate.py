@@ -33,6 +33,7 @@ def make_run(
     tag: str = "sym40_exact",
     rule: str | None = None,
     version: int = 0,
+    init_checkpoint: str | None = None,
 ) -> Path:
     directory = root / name / f"version_{version}"
     directory.mkdir(parents=True)
@@ -51,7 +52,7 @@ def make_run(
         "clean_budget": 0,
     }
     (directory / "results.json").write_text(json.dumps(results))
-    init_args: dict = {"backbone": "digits_cnn"}
+    init_args: dict = {"backbone": "digits_cnn", "init_checkpoint": init_checkpoint}
     if rule is not None:
         init_args["selection"] = {"rule": rule}
     config = {
@@ -155,6 +156,23 @@ def test_group_by_config_key_splits_variants(in_tmp: Path, capsys) -> None:
     assert rows["DML/digits/sym40_exact/rule=schedule"][2:] == ["0.8900 ± 0.0721", "+0.0500 ± 0.0200", "3/3"]
 
 
+def test_group_by_whether_a_key_is_set_pools_per_seed_paths(in_tmp: Path, capsys) -> None:
+    root = in_tmp / "runs"
+    for seed in CE:  # one pretrained checkpoint per seed: grouping by the path would split every seed
+        make_run(root, f"ce_s{seed}", "CE", seed, CE[seed])
+        make_run(root, f"ssl_s{seed}", "CE", seed, DML[seed], init_checkpoint=f"ssl_s{seed}/last.ckpt")
+    ref = "CE/digits/sym40_exact/init_checkpoint=None"
+    argv = ["runs", "--group-by", "model.init_args.init_checkpoint:set", "--reference", ref]
+    code, out, _ = run_main(argv, capsys)
+    rows = table_rows(out)
+    assert code == 0 and list(rows) == [ref, "CE/digits/sym40_exact/init_checkpoint=set"]
+    assert rows["CE/digits/sym40_exact/init_checkpoint=set"][2:] == [
+        "0.8700 ± 0.0721",
+        "+0.0300 ± 0.0200",
+        "2/3",
+    ]
+
+
 def test_reference_pairing_skips_seeds_with_different_labels(in_tmp: Path, capsys) -> None:
     root = in_tmp / "runs"
     for seed in CE:
@@ -201,6 +219,7 @@ def test_groups_without_shared_seeds_show_no_difference(in_tmp: Path, capsys) ->
         (["runs", "--metric", "test/acc_typo"], "'test/acc_typo'"),
         (["runs", "--reference", "XYZ/digits/sym40_exact"], "'XYZ/digits/sym40_exact'"),
         (["runs", "--group-by", "model.init_args.no_such_key"], "'model.init_args.no_such_key'"),
+        (["runs", "--group-by", "model.init_args.no_such_key:set"], "'model.init_args.no_such_key:set'"),
         (["runs", "--bogus"], "--bogus"),
         ([], "RUN_DIR"),
     ],
