@@ -31,7 +31,6 @@ from lnl.hypergrad.metagrad import (
 from lnl.hypergrad.weights import (
     l2rw_weights,
     lookahead,
-    unrolled_weight_metagrad,
     virtual_step,
     weight_coefficients,
     weight_sensitivities,
@@ -66,7 +65,6 @@ __all__ = [
     "weight_surrogate",
     "l2rw_weights",
     "lookahead",
-    "unrolled_weight_metagrad",
     "virtual_step",
     "weight_coefficients",
     "weight_sensitivities",

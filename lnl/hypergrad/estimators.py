@@ -33,7 +33,7 @@ from lnl.hypergrad.metagrad import (
     unrolled_metagrad,
     weight_surrogate,
 )
-from lnl.hypergrad.weights import lookahead, unrolled_weight_metagrad, weight_sensitivities, weighted_loss
+from lnl.hypergrad.weights import lookahead, weight_sensitivities, weighted_loss
 from lnl.losses import soft_cross_entropy
 
 Grads = list[Tensor | None]
@@ -208,8 +208,9 @@ class UnrolledWeights(WeightHypergrad):
     def meta_gradient(
         self, student, step_fn, eta, losses, coefficients, meta_params, batch, clean, zero_inner=False
     ):  # noqa: ANN001
-        grads, loss_c, _ = unrolled_weight_metagrad(
-            losses, coefficients, named_params(student), meta_params, student, None, *clean, step_fn
+        inner = weighted_loss(losses, coefficients)  # Σ_i c_i(α) ℓ_i(θ), differentiated through the step
+        grads, loss_c, _ = unrolled_metagrad(
+            inner, named_params(student), meta_params, student, None, *clean, step_fn
         )
         return MetaGradient(list(grads), loss_c)
 

@@ -13,13 +13,13 @@ With g_w = ∇L(θ') at that θ' (momentum and decay included) the chain rule gi
 
 so for w = V(ℓ; α) the meta-gradient is ∇_α of the surrogate −Σ_i sg(s_i)·c_i(α) (`weight_surrogate` with N = 1),
 and L2RW's ε-gradient at ε = 0 is −s_i/n. `weight_sensitivities` computes every s_i in one forward-mode JVP of the
-per-sample losses along η ⊙ g_w (the `jvp` estimator); `unrolled_weight_metagrad` differentiates through the step
-with create_graph, as the official codes do (the `unrolled` estimator and the tests' second path).
+per-sample losses along η ⊙ g_w (the `jvp` estimator); `unrolled_metagrad(weighted_loss(ℓ, c), ...)` differentiates through the
+step with create_graph, as the official codes do (the `unrolled` estimator and the tests' second path).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -33,7 +33,6 @@ from lnl.hypergrad.metagrad import (
     scale_tangent,
     sgd_lookahead,
     sgd_step_fn,
-    unrolled_metagrad,
 )
 
 VirtualStep = Literal["sgd", "optimizer"]
@@ -69,27 +68,6 @@ def weight_coefficients(w: Tensor, normalize: bool = False) -> Tensor:
 def weighted_loss(losses: Tensor, coefficients: Tensor) -> Tensor:
     """L_c = Σ_i c_i ℓ_i (per-sample losses [B], coefficients [B])."""
     return (coefficients.to(losses.dtype) * losses).sum()
-
-
-def unrolled_weight_metagrad(
-    losses: Tensor,
-    coefficients: Tensor,
-    params: Mapping[str, Tensor],
-    meta_params: Sequence[Tensor],
-    module: nn.Module,
-    buffers: Mapping[str, Tensor] | None,
-    clean_x: Any,
-    clean_y: Tensor,
-    step_fn: StepFn,
-) -> tuple[list[Tensor], Tensor, ParamDict]:
-    """dL(θ'(α))/dα through the differentiable step θ' = step_fn(θ, ∇_θ Σ_i c_i(α) ℓ_i(θ)) (second order).
-
-    `losses` must come from the leaf tensors `params`; `coefficients` depend on the meta-parameters (MW-Net's α,
-    or L2RW's ε itself). The graph of `losses` stays usable for the real step. Returns the meta-gradients, the
-    clean loss at θ' and the detached virtual gradient ∇_θ L_c.
-    """
-    inner = weighted_loss(losses, coefficients)
-    return unrolled_metagrad(inner, params, meta_params, module, buffers, clean_x, clean_y, step_fn)
 
 
 def lookahead(step_fn: StepFn, params: Mapping[str, Tensor], grads: Mapping[str, Tensor]) -> ParamDict:

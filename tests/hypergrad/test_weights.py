@@ -18,7 +18,7 @@ from lnl.hypergrad import (
     functional_forward,
     l2rw_weights,
     lookahead,
-    unrolled_weight_metagrad,
+    unrolled_metagrad,
     virtual_step,
     weight_coefficients,
     weight_sensitivities,
@@ -94,8 +94,8 @@ def test_mwnet_alpha_gradient_unrolled_and_jvp_equal_the_oracle(kind, sgd, norma
 
     # unrolled: second order through the step, on the live module's training forward
     losses = F.cross_entropy(student(noisy[0]), noisy[1], reduction="none")
-    got_u, loss_u, g_v = unrolled_weight_metagrad(
-        losses, coefficients(losses), live, alpha, student, None, *clean, step_fn
+    got_u, loss_u, g_v = unrolled_metagrad(
+        weighted_loss(losses, coefficients(losses)), live, alpha, student, None, *clean, step_fn
     )
     assert rel_err(got_u, ref) < 1e-8
     torch.testing.assert_close(loss_u, ref_loss, rtol=1e-10, atol=0)
@@ -125,7 +125,9 @@ def test_l2rw_eps_gradient_unrolled_and_jvp_equal_the_oracle(kind, sgd) -> None:
     step_fn, eta = virtual_step(opt, live, kind)
 
     losses = F.cross_entropy(student(noisy[0]), noisy[1], reduction="none")
-    (got_u,), _, _ = unrolled_weight_metagrad(losses, eps / n, live, [eps], student, None, *clean, step_fn)
+    (got_u,), _, _ = unrolled_metagrad(
+        weighted_loss(losses, eps / n), live, [eps], student, None, *clean, step_fn
+    )
     assert rel_err(got_u, ref) < 1e-8
 
     zeros = {k: torch.zeros_like(p) for k, p in live.items()}  # ∇ Σ ε_i ℓ_i at ε = 0
