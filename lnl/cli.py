@@ -21,7 +21,14 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lnl import preflight
 from lnl.checkpointing import AtomicCheckpointIO, RollingCheckpoint
-from lnl.console import HELP_EPILOG, EpochLine, HelpFormatter, interactive, silence_tips
+from lnl.console import (
+    HELP_EPILOG,
+    EpochLine,
+    HelpFormatter,
+    interactive,
+    silence_presynced_advice,
+    silence_tips,
+)
 from lnl.data.datamodule import NoisyLabelDataModule
 from lnl.errors import ConfigError, check_yaml_files, parse_error_line
 from lnl.methods.base import LNLModule, NonFiniteError, check_manual_trainer_settings
@@ -282,6 +289,7 @@ def main(args: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("LNL_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     silence_tips()
+    silence_presynced_advice()
     # LightningCLI warns when args are passed (argv minus --debug; lnl report)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning

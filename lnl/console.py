@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -38,6 +39,16 @@ def silence_tips() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoTips) for f in logger.filters):
             logger.addFilter(_NoTips())
+
+
+def silence_presynced_advice() -> None:
+    """Drop Lightning's "use `sync_dist=True`" advice for DML's epoch values, which are already equal on every rank
+    (one line per key and run under DDP, 40 lines for CIFAR-10); the advice stays for every other key."""
+    from lnl.methods.dml_diagnostics import PRESYNCED_EPOCH_KEYS
+
+    warnings.filterwarnings(
+        "ignore", message=rf"It is recommended to use `self.log\('{PRESYNCED_EPOCH_KEYS}',"
+    )
 
 
 def interactive() -> bool:

@@ -21,6 +21,11 @@ from lnl.methods.base import has_true_labels
 from lnl.methods.selection import selection_counts
 
 FIGURE_NAME = "dml_selection.png"
+# epoch-level keys whose values are reduced over ranks by hand before logging (equal on every rank): Lightning's
+# advice to log them with `sync_dist=True` does not apply (`lnl.console.silence_presynced_advice`)
+PRESYNCED_EPOCH_KEYS = (
+    r"train/(h_epoch|R_c\d+|R_err|sel_(precision|recall)_epoch|clean_rate|clean_share_c\d+|evidence_[tf]pr)"
+)
 
 
 class SelectionDiagnostics:

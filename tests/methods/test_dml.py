@@ -7,12 +7,15 @@ default rule) is in test_shared_properties.py.
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -177,3 +180,45 @@ def test_selection_rules_under_two_process_ddp_equal_one_process_with_double_bat
     for key, value in single.items():
         tol = 1e-3 if key == "selector.evidence" else 1e-5  # normalised differences of two near-equal losses
         assert torch.allclose(value, ddp[key], atol=tol, rtol=0), key
+
+
+def test_sync_dist_advice_is_silenced_for_dml_epoch_values_only(tmp_path):
+    """Under a process group Lightning advises `sync_dist=True` once per epoch-level tensor; DML's are reduced by
+    hand, and the filter `lnl fit` installs drops the advice for exactly those keys."""
+    from lightning.pytorch.trainer.connectors.logger_connector.result import warning_cache
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from lnl.console import silence_presynced_advice
+    from lnl.methods.dml_diagnostics import PRESYNCED_EPOCH_KEYS
+
+    def advised(caught: list[warnings.WarningMessage]) -> set[str]:
+        found = (re.match(r"It is recommended to use `self.log\('([^']+)'", str(w.message)) for w in caught)
+        return {m.group(1) for m in found if m}
+
+    warning_cache.clear()  # Lightning warns once per message and process
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer(tmp_path, max_epochs=2).fit(make_dml(), datamodule=ToyData(16))
+    finally:
+        dist.destroy_process_group()
+    keys = advised(caught)
+    assert {
+        "train/h_epoch",
+        "train/R_c000",
+        "train/R_err",
+        "train/sel_precision_epoch",
+        "train/evidence_tpr",
+    } <= keys
+    assert all(re.fullmatch(PRESYNCED_EPOCH_KEYS, k) for k in keys), keys
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_presynced_advice()
+        for key in (*sorted(keys), "train/loss", "train/R_c000_extra"):
+            warnings.warn(
+                f"It is recommended to use `self.log('{key}', ..., sync_dist=True)`",
+                PossibleUserWarning,
+                stacklevel=1,
+            )
+    assert advised(caught) == {"train/loss", "train/R_c000_extra"}
