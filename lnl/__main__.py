@@ -1,5 +1,5 @@
 """`python -m lnl ...` is the same as the `lnl` command."""
 
-from lnl.cli import main
+from lnl.main import main
 
 raise SystemExit(main())

@@ -1,7 +1,8 @@
 """`lnl aggregate`: finished run directories -> one results table (Markdown on stdout, optional .md/.csv files).
 
-Runs group by (method, dataset, noise tag) plus any `--group-by` config keys; each group gets mean ± sample std
-per metric and, with `--reference`, the paired difference to the reference group over the seeds both share with
+Runs group by (method, dataset, noise tag) plus any `--group-by` config keys; a group whose runs differ in any
+other config setting than the seeds, or has one seed twice, is refused (lnl/aggregate_checks.py). Each group gets
+mean ± sample std per metric and, with `--reference`, the paired difference to the reference group over the seeds both share with
 equal training labels: mean ± standard error and how many seeds the group is ahead. Training labels are equal when
 the `noisy` rows of the runs' `labels.csv` are (so a method validated on clean labels pairs with one validated on
 noisy labels of the same split); without a `labels.csv`, when `labels_sha256` is.
@@ -26,6 +27,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from lnl.aggregate_checks import check_group, run_settings
 from lnl.errors import ConfigError
 
 DEFAULT_METRIC = "test/acc_best_val"
@@ -47,6 +49,7 @@ class Run:
     labels_sha256: str  # identity of the training labels (see the module docstring)
     metrics: dict[str, float]  # every numeric top-level value of results.json
     extras: tuple[str | None, ...]  # values of the --group-by keys, in order (None: key absent)
+    settings: tuple[tuple[str, str], ...] | None = None  # its config.yaml but seeds and paths (None: no file)
 
 
 @dataclass(frozen=True)
@@ -165,19 +168,21 @@ def load_run(path: Path, group_by: list[str]) -> Run:
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"{str(path)!r} lacks a valid {error} entry") from None
     extras: tuple[str | None, ...] = ()
-    if group_by:
-        config_path = path.parent / CONFIG
+    settings = None
+    config_path = path.parent / CONFIG
+    if group_by or config_path.is_file():
         try:
             config = yaml.safe_load(config_path.read_text())
         except (OSError, yaml.YAMLError) as error:
             raise ConfigError(f"cannot read {str(config_path)!r}: {error}") from None
         extras = tuple(group_value(config, key) for key in group_by)
+        settings = run_settings(config, group_by)
     metrics = {
         k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
     labels = path.parent / "labels.csv"
     sha = _training_labels_sha(labels) if labels.is_file() else sha
-    return Run(path.parent, *fields, labels_sha256=sha, metrics=metrics, extras=extras)
+    return Run(path.parent, *fields, labels_sha256=sha, metrics=metrics, extras=extras, settings=settings)
 
 
 def _training_labels_sha(path: Path) -> str:
@@ -370,7 +375,10 @@ def aggregate(args: argparse.Namespace) -> tuple[str, str]:
     metrics = list(dict.fromkeys(args.metric or [DEFAULT_METRIC]))
     runs = [load_run(path, args.group_by) for path in find_results(args.runs)]
     check_metrics(runs, metrics)
-    rows = build_rows(group_runs(runs, args.group_by), metrics, args.reference)
+    groups = group_runs(runs, args.group_by)
+    for group in groups:
+        check_group(group.name, group.runs)
+    rows = build_rows(groups, metrics, args.reference)
     return to_markdown(rows, metrics, args.reference), to_csv(rows, metrics, args.reference, args.group_by)
 
 

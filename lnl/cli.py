@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from argparse import ArgumentError
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,8 +19,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lnl import preflight
+from lnl import preflight, run_guard
 from lnl.checkpointing import AtomicCheckpointIO, RollingCheckpoint
 from lnl.console import (
     HELP_EPILOG,
@@ -27,9 +29,10 @@ from lnl.console import (
     HelpFormatter,
     interactive,
     silence_presynced_advice,
+    silence_seed_line,
     silence_tips,
 )
-from lnl.data.datamodule import NoisyLabelDataModule
+from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
 from lnl.errors import ConfigError, check_yaml_files, parse_error_line
 from lnl.methods.base import LNLModule, NonFiniteError, check_manual_trainer_settings
 from lnl.predict import PredictionWriter
@@ -85,6 +88,13 @@ class LNLCLI(LightningCLI):
         # `last_checkpoint.every_n_steps: N`, every N steps inside an epoch (lnl/checkpointing.py).
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(RollingCheckpoint, "last_checkpoint")
+        parser.add_argument(
+            "--resume_other_run",
+            type=bool,
+            default=False,
+            help="fit --ckpt_path of a finished run: continue it in a new run directory (that run's files stay "
+            "as they are); without it such a resume is refused",
+        )
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -106,7 +116,18 @@ class LNLCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO."""
+        """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO.
+
+        First (the Trainer prints its devices) the checks that need the built model and data: the checkpoint's
+        labels are the config's, and the method gets the data it needs (e.g. EMLC a clean set)."""
+        if getattr(self, "_checkpoint", None) is not None and isinstance(
+            self.datamodule, NoisyLabelDataModule
+        ):
+            run_guard.check_checkpoint_labels(
+                self._checkpoint, self.datamodule, self.config[self.config.subcommand].ckpt_path
+            )
+        if isinstance(self.datamodule, NoisyLabelDataModule) and isinstance(self.model, LNLModule):
+            self.datamodule.use_requirements(DataRequirements.of(self.model))
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -121,10 +142,21 @@ class LNLCLI(LightningCLI):
         if subcommand is None:
             return
         config = self.config[subcommand]
+        if subcommand != "fit" and not config.ckpt_path:
+            raise ConfigError(
+                f"lnl {subcommand} needs --ckpt_path, the checkpoint to use (e.g. "
+                "runs/<name>/version_N/checkpoints/last.ckpt): without one it would use untrained weights"
+            )
         if config.ckpt_path and config.ckpt_path not in preflight.LIGHTNING_CKPT_KEYWORDS:
             self._checkpoint = preflight.read_checkpoint(config.ckpt_path)
+            dataset = preflight.config_value(config.data, "init_args.dataset")
+            run_guard.check_checkpoint_identity(
+                self._checkpoint, config.model.class_path, dataset, config.ckpt_path
+            )
         if subcommand == "fit":
-            preflight.check_max_epochs(config.trainer.max_epochs)
+            preflight.check_max_epochs(config.trainer.max_epochs, self._checkpoint)
+        preflight.check_data_values(config.data)
+        preflight.check_optimizers(config.model)
         logger = _run_logger_args(config.trainer)
         if logger is None:
             return
@@ -132,23 +164,27 @@ class LNLCLI(LightningCLI):
         if config.trainer.default_root_dir:  # honoured: runs go there, not to the config's save_dir
             logger.save_dir, what = config.trainer.default_root_dir, "trainer.default_root_dir"
         run = preflight.run_dir_of(config.ckpt_path) if self._checkpoint is not None else None
-        if run is not None and subcommand == "fit":  # resume in place: the checkpoint's own run directory
+        first_rank = rank_zero_only.rank == 0  # other ranks start after rank 0 has made the run directory
+        if subcommand == "fit" and run is not None:
+            self._resume_in_place = run_guard.resume_in_place(run, config.ckpt_path, config.resume_other_run)
+        if self._resume_in_place:  # the checkpoint's own run directory
             logger.save_dir, logger.name, logger.version = run.save_dir, run.name, run.version
-            self._resume_in_place = True
-        elif run is not None:  # evaluation of a run's checkpoint: <run>/eval/<stage>_<checkpoint>/
+        elif run is not None and subcommand != "fit":  # evaluation: <run>/eval/<stage>_<checkpoint>[_k]/
             logger.save_dir, logger.name = str(run.path), "eval"
-            logger.version = f"{subcommand}_{preflight.checkpoint_tag(config.ckpt_path)}"
+            version = f"{subcommand}_{preflight.checkpoint_tag(config.ckpt_path)}"
+            logger.version = run_guard.free_name(run.path / "eval" / version).name if first_rank else version
+        elif subcommand == "fit" and logger.version is not None and first_rank:  # an explicit version
+            version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+            target = Path(logger.save_dir) / (logger.name or "") / version
+            if config.resume_other_run and target.exists():
+                logger.version = None  # e.g. the config.yaml of the resumed run: a new version_N
+            else:
+                run_guard.check_new_run_dir(target, f"trainer.logger.init_args.version = {logger.version}")
         preflight.check_writable(logger.save_dir, what)
 
     def _prepare_resume(self) -> None:
-        """Refuse, naming the field, a resume whose data settings differ from the checkpoint's; continue the
-        run's `metrics.csv` when resuming in place."""
+        """Continue the run's `metrics.csv` when resuming in place."""
         checkpoint = self._checkpoint or {}
-        saved = checkpoint.get(type(self.datamodule).__qualname__, {})
-        if saved:
-            preflight.check_data_settings(
-                self.datamodule.settings(), saved.get("settings"), self.config.fit.ckpt_path
-            )
         if self._resume_in_place and self.trainer.is_global_zero:
             continue_metrics(self.trainer.loggers, int(checkpoint.get("global_step", 0)))
         self._checkpoint = None  # the trainer loads it again itself
@@ -289,6 +325,7 @@ def main(args: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("LNL_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     silence_tips()
+    silence_seed_line()
     silence_presynced_advice()
     # LightningCLI warns when args are passed (argv minus --debug; lnl report)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

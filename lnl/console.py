@@ -33,6 +33,19 @@ class _NoTips(logging.Filter):
         return "Tip:" not in str(record.msg)
 
 
+class _NoSeedLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Seed set to" not in str(record.msg)
+
+
+def silence_seed_line() -> None:
+    """Drop Lightning's "Seed set to N" line: it came before any one-line error about the config (the seed is in
+    the run's config.yaml and results.json)."""
+    logger = logging.getLogger("lightning.fabric.utilities.seed")
+    if not any(isinstance(f, _NoSeedLine) for f in logger.filters):
+        logger.addFilter(_NoSeedLine())
+
+
 def silence_tips() -> None:
     """Drop Lightning's advertising tips (litlogger / litmodels) from the log."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):

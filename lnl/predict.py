@@ -4,7 +4,8 @@ directory, for a split of the data module or a folder / CSV of new images (`data
 from __future__ import annotations
 
 import csv
-import os
+import io
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lnl.preflight import checkpoint_run_dir
+from lnl.run_guard import write_new_file
 
 TOP_K = 5
 
@@ -24,7 +26,8 @@ def output_dir(trainer: Trainer) -> str:
 
 class PredictionWriter(BasePredictionWriter):
     """Collects each predict batch's class probabilities and writes them as `predictions.csv` at the epoch's end
-    (`predictions_rank<r>.csv` per rank under several processes)."""
+    (`predictions_rank<r>.csv` per rank under several processes); a second predict into the same run directory
+    writes `predictions_1.csv`, then `predictions_2.csv`, ... (an earlier file is never replaced)."""
 
     def __init__(self, filename: str = "predictions.csv") -> None:
         super().__init__(write_interval="batch_and_epoch")
@@ -53,14 +56,15 @@ class PredictionWriter(BasePredictionWriter):
                            batch_indices: Any) -> None:  # fmt: skip
         directory = output_dir(trainer)
         name = self.filename if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.csv"
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, name)
         k = (len(self.rows[0]) - 5) // 2 if self.rows else 0
         header = ["index", "path", "given_label", "predicted_label", "confidence"]
         header += [f"top{j + 1}_{what}" for j in range(k) for what in ("label", "prob")]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(self.rows)
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(self.rows)
+        self.path = str(
+            write_new_file(Path(directory) / name, text.getvalue())
+        )  # never replaces an earlier one
         if trainer.is_global_zero:
             print(f"lnl: wrote {len(self.rows)} predictions to {self.path}")

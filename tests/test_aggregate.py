@@ -140,9 +140,10 @@ def test_group_by_config_key_splits_variants(in_tmp: Path, capsys) -> None:
         make_run(root, f"ce_s{seed}", "CE", seed, CE[seed])
         make_run(root, f"est_s{seed}", "DML", seed, DML[seed], rule="estimated")
         make_run(root, f"sch_s{seed}", "DML", seed, DML[seed] + 0.02, rule="schedule")
-    # without --group-by the two DML variants collide on (seed, labels) when pairing
+    # without --group-by the two DML variants would be pooled: refused, naming the key that splits them
     code, _, err = run_main(["runs", "--reference", "CE/digits/sym40_exact"], capsys)
-    assert code == 2 and "seed 0" in err and "--group-by" in err
+    assert code == 2 and "differ in model.init_args.selection.rule" in err
+    assert "--group-by model.init_args.selection.rule" in err and err.count("\n") == 1, err
     argv = ["runs", "--group-by", "model.init_args.selection.rule", "--reference", "CE/digits/sym40_exact"]
     code, out, _ = run_main(argv, capsys)
     assert code == 0

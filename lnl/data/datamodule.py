@@ -142,13 +142,20 @@ class NoisyLabelDataModule(LightningDataModule):
         return self.source.in_chans
 
     # ------------------------------------------------------------------ building the labelled parts
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.lightning_module is not None:
-            self.requirements = DataRequirements.of(self.trainer.lightning_module)
-        if self.requirements.needs_clean and len(self.clean_index) == 0:
+    def use_requirements(self, requirements: DataRequirements) -> None:
+        """Take what a method asks of the data; ConfigError when it needs a clean set and there is none (the
+        CLI calls this before the run directory exists)."""
+        self.requirements = requirements
+        if requirements.needs_clean and len(self.clean_index) == 0:
             raise ConfigError(
                 "data.clean_per_class = 0: this method needs a clean set; give a positive count"
             )
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.lightning_module is not None:
+            self.use_requirements(DataRequirements.of(self.trainer.lightning_module))
+        else:
+            self.use_requirements(self.requirements)
         if self.trainer is not None and stage == "fit":
             log_dir = self.trainer.log_dir  # a collective call under DDP: every rank asks
             if self.trainer.is_global_zero:
