@@ -61,6 +61,7 @@ def test_resume_from_end_of_epoch_checkpoint_reproduces_uninterrupted_run(in_tmp
     assert main([*base, "--trainer.max_epochs=2"]) == 0
     assert main([*base, "--trainer.max_epochs=1"]) == 0
     first = run_dir("quickstart_ce", 1) / "checkpoints" / "last.ckpt"
+    (run_dir("quickstart_ce", 1) / "results.json").unlink()  # as if killed before its end: resumable in place
     assert main([*base, "--trainer.max_epochs=2", f"--ckpt_path={first}"]) == 0
     assert not run_dir("quickstart_ce", 2).exists()  # resumed in place
     uninterrupted, resumed = (

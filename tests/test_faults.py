@@ -145,6 +145,7 @@ def _results(path: Path) -> dict:
 def test_resume_continues_in_the_same_run_directory(in_tmp: Path) -> None:
     uninterrupted = short_fit("whole", epochs=3).parents[1]
     ckpt = short_fit("cut", epochs=1)
+    (ckpt.parents[1] / "results.json").unlink()  # as if killed before its end (a finished run is not resumed)
     assert main(["fit", *QUICK, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"]) == 0
     run = ckpt.parents[1]
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
