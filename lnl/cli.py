@@ -32,9 +32,9 @@ from lnl.console import (
     silence_seed_line,
     silence_tips,
 )
-from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
+from lnl.data.datamodule import NoisyLabelDataModule
 from lnl.errors import ConfigError, check_yaml_files, parse_error_line
-from lnl.methods.base import LNLModule, NonFiniteError, check_manual_trainer_settings
+from lnl.methods.base import LNLModule, NonFiniteError
 from lnl.predict import PredictionWriter
 from lnl.report.run import EpochHistory, publish_to_wandb, write_run_report
 from lnl.resume import continue_metrics
@@ -118,16 +118,12 @@ class LNLCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO.
 
-        First (the Trainer prints its devices) the checks that need the built model and data: the checkpoint's
-        labels are the config's, and the method gets the data it needs (e.g. EMLC a clean set)."""
-        if getattr(self, "_checkpoint", None) is not None and isinstance(
-            self.datamodule, NoisyLabelDataModule
-        ):
-            run_guard.check_checkpoint_labels(
-                self._checkpoint, self.datamodule, self.config[self.config.subcommand].ckpt_path
+        First, while nothing is printed or written yet, the checks that need the built model and data."""
+        subcommand = self.config.get("subcommand")
+        if subcommand is not None:
+            run_guard.check_model_and_data(
+                self.model, self.datamodule, self._checkpoint, self.config[subcommand], subcommand
             )
-        if isinstance(self.datamodule, NoisyLabelDataModule) and isinstance(self.model, LNLModule):
-            self.datamodule.use_requirements(DataRequirements.of(self.model))
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -200,16 +196,6 @@ class LNLCLI(LightningCLI):
     def before_fit(self) -> None:
         self._prepare_resume()
         datamodule, checkpoint = self.datamodule, self.trainer.checkpoint_callback
-        if (
-            not self.model.automatic_optimization
-        ):  # as written: on CPU Lightning turns 16-mixed into bf16-mixed
-            trainer = self.config.fit.trainer
-            check_manual_trainer_settings(
-                type(self.model).__name__,
-                trainer.precision,
-                trainer.gradient_clip_val,
-                trainer.accumulate_grad_batches,
-            )
         if (
             checkpoint is not None
             and datamodule.hparams.val_per_class == 0

@@ -51,7 +51,7 @@ def version() -> str:
 
 def usage() -> str:
     """The text of `lnl --help`: every subcommand with one line."""
-    width = max(map(len, COMMANDS))
+    width = max(len("-h, --help"), *map(len, COMMANDS))
     lines = [
         "usage: lnl COMMAND [options]    (lnl COMMAND --help: the command's options)",
         "",

@@ -8,7 +8,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
 from lnl.errors import ConfigError
+from lnl.methods.base import LNLModule, check_manual_trainer_settings
 from lnl.preflight import RunDir, check_data_settings
 
 RESULTS = "results.json"  # written at the end of `lnl fit`: a run that has it is finished
@@ -64,6 +66,28 @@ def check_checkpoint_labels(checkpoint: dict[str, Any], datamodule: Any, ckpt_pa
         raise ConfigError(
             f"ckpt_path = {ckpt_path!r} was trained on other labels (labels sha256 {sha[:12]}…, this config's "
             f"{datamodule.labels_sha256[:12]}…): use the label files and data settings of the run that wrote it"
+        )
+
+
+def check_model_and_data(
+    model: Any, datamodule: Any, checkpoint: dict[str, Any] | None, config: Any, subcommand: str
+) -> None:
+    """The checks that need the built model and data, made before the Trainer is built (it prints its devices):
+    the checkpoint's labels are the config's, the method gets the data it needs (EMLC a clean set), and a
+    manual-optimization fit has Trainer settings its hand-written gradients allow (as written: on a CPU Lightning
+    would turn 16-mixed into bf16-mixed)."""
+    if not isinstance(datamodule, NoisyLabelDataModule) or not isinstance(model, LNLModule):
+        return
+    if checkpoint is not None:
+        check_checkpoint_labels(checkpoint, datamodule, config.ckpt_path)
+    datamodule.use_requirements(DataRequirements.of(model))
+    if subcommand == "fit" and not model.automatic_optimization:
+        trainer = config.trainer
+        check_manual_trainer_settings(
+            type(model).__name__,
+            trainer.precision,
+            trainer.gradient_clip_val,
+            trainer.accumulate_grad_batches,
         )
 
 

@@ -259,3 +259,31 @@ def test_python_dash_m_lnl_aggregate(runs: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "| CE/digits/sym40_exact | 3 | 0,1,2 | 0.8400 ± 0.0529 |" in done.stdout
+
+
+def test_groups_differing_in_more_than_seeds_are_refused_or_split(in_tmp: Path, capsys) -> None:
+    root = in_tmp / "runs"
+    for seed in CE:
+        for epochs in (3, 30):
+            run = make_run(root, f"ce{epochs}_s{seed}", "CE", seed, CE[seed] + epochs / 1000)
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            config["trainer"] = {"max_epochs": epochs, "logger": {"init_args": {"name": run.parent.name}}}
+            (run / "config.yaml").write_text(yaml.safe_dump(config))
+    code, out, err = run_main(["runs"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert (
+        "differ in trainer.max_epochs (30 in" in err
+        and "3 in" in err
+        and "--group-by trainer.max_epochs" in err
+    )
+    code, out, _ = run_main(["runs", "--group-by", "trainer.max_epochs"], capsys)
+    rows = table_rows(out)  # the logger's run name differs in every run: not part of the experiment
+    assert code == 0 and [r[:2] for r in rows.values()] == [["3", "0,1,2"], ["3", "0,1,2"]]
+    assert rows["CE/digits/sym40_exact/max_epochs=30"][2] == "0.8700 ± 0.0529"
+
+
+def test_one_seed_is_never_counted_twice(runs: Path, in_tmp: Path, capsys) -> None:
+    make_run(in_tmp / "runs", "ce_s0_again", "CE", 0, 0.5)
+    code, out, err = run_main(["runs"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "'CE/digits/sym40_exact' has two runs with seed 0" in err and "ce_s0_again" in err

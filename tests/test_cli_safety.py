@@ -37,7 +37,9 @@ def one_error_line(capsys: pytest.CaptureFixture[str], code: int) -> str:
 
 
 def hashes(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def subprocess_env() -> dict[str, str]:
@@ -65,12 +67,18 @@ BAD_VALUES = [
     (CE, ["--model.init_args.optimizer.init_args.momentum=-0.5"], "momentum = -0.5: must be >= 0"),
     (
         CE,
-        ["--model.init_args.optimizer=torch.optim.Adam", "--model.init_args.optimizer.init_args.betas=[1.5,0.9]"],
+        [
+            "--model.init_args.optimizer=torch.optim.Adam",
+            "--model.init_args.optimizer.init_args.betas=[1.5,0.9]",
+        ],
         "betas = (1.5, 0.9): each must be in [0, 1)",
     ),
     (
         CE,
-        ["--model.init_args.scheduler=torch.optim.lr_scheduler.OneCycleLR", "--model.init_args.scheduler.init_args.max_lr=0.1"],
+        [
+            "--model.init_args.scheduler=torch.optim.lr_scheduler.OneCycleLR",
+            "--model.init_args.scheduler.init_args.max_lr=0.1",
+        ],
         "model.init_args.scheduler = torch.optim.lr_scheduler.OneCycleLR: its constructor rejects",
     ),  # fmt: skip
     (CE, ["--data.init_args.num_workers=-1"], "num_workers = -1: must be 0"),
@@ -112,7 +120,9 @@ def test_console_prints_nothing_before_the_error_line(in_tmp: Path) -> None:
 
 
 @pytest.mark.slow
-def test_another_runs_checkpoint_never_changes_that_run(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_another_runs_checkpoint_never_changes_that_run(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert lnl(["fit", *CE, *QUICK, "--trainer.max_epochs=1"]) == 0
     run = Path("runs/quickstart_ce/version_0")
     ckpt = f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
@@ -120,7 +130,10 @@ def test_another_runs_checkpoint_never_changes_that_run(in_tmp: Path, capsys: py
     refused = [
         (["fit", *DML, ckpt], "is a CE checkpoint but the config's model is DML"),
         (["fit", *CE, ckpt, "--data.init_args.dataset=folder_csv"], "trained on dataset 'digits'"),
-        (["fit", *CE, ckpt, "--resume_other_run=true", "--data.init_args.noise_seed=1"], "noise_seed = 1 differs"),
+        (
+            ["fit", *CE, ckpt, "--resume_other_run=true", "--data.init_args.noise_seed=1"],
+            "noise_seed = 1 differs",
+        ),
         (["test", *CE, ckpt, "--data.init_args.noise.rate=0.2"], "data.noise.rate = 0.2 differs"),
         (["fit", *CE, ckpt, "--trainer.max_epochs=5"], "finished run 'runs/quickstart_ce/version_0'"),
         (["fit", *CE, "--trainer.logger.init_args.version=0"], "already holds a run"),

@@ -64,7 +64,8 @@ def unwritable() -> list[str]:
 
 
 def changed_noise_rate() -> list[str]:
-    return [f"--ckpt_path={short_fit()}", "--data.init_args.noise.rate=0.3", "--trainer.max_epochs=2"]
+    args = [f"--ckpt_path={short_fit()}", "--data.init_args.noise.rate=0.3", "--trainer.max_epochs=2"]
+    return [*args, "--resume_other_run=true"]  # refused even so: another label set
 
 
 TABLE: list[tuple[str, Callable[[], list[str]], str]] = [
