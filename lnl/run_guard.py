@@ -73,14 +73,13 @@ def check_model_and_data(
     model: Any, datamodule: Any, checkpoint: dict[str, Any] | None, config: Any, subcommand: str
 ) -> None:
     """The checks that need the built model and data, made before the Trainer is built (it prints its devices):
-    the checkpoint's labels are the config's, the method gets the data it needs (EMLC a clean set), and a
-    manual-optimization fit has Trainer settings its hand-written gradients allow (as written: on a CPU Lightning
-    would turn 16-mixed into bf16-mixed)."""
+    the checkpoint's labels are the config's, a manual-optimization fit has Trainer settings its hand-written
+    gradients allow (as written: on a CPU Lightning would turn 16-mixed into bf16-mixed), and the method gets the
+    data it needs (EMLC a clean set)."""
     if not isinstance(datamodule, NoisyLabelDataModule) or not isinstance(model, LNLModule):
         return
     if checkpoint is not None:
         check_checkpoint_labels(checkpoint, datamodule, config.ckpt_path)
-    datamodule.use_requirements(DataRequirements.of(model))
     if subcommand == "fit" and not model.automatic_optimization:
         trainer = config.trainer
         check_manual_trainer_settings(
@@ -89,6 +88,7 @@ def check_model_and_data(
             trainer.gradient_clip_val,
             trainer.accumulate_grad_batches,
         )
+    datamodule.use_requirements(DataRequirements.of(model))
 
 
 def resume_in_place(run: RunDir, ckpt_path: str, resume_other_run: bool) -> bool:
