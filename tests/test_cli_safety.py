@@ -154,4 +154,12 @@ def test_another_runs_checkpoint_never_changes_that_run(
         assert lnl(["predict", *CE, *QUICK, ckpt]) == 0
     first, second = run / "predictions.csv", run / "predictions_1.csv"
     assert first.read_text() == second.read_text() and len(first.read_text().splitlines()) == 361
+    for _ in range(2):  # nor does a second test replace the first one's metrics
+        assert lnl(["test", *CE, *QUICK, ckpt]) == 0
+    assert sorted(p.name for p in (run / "eval").iterdir()) == [
+        "predict_last",
+        "predict_last_1",
+        "test_last",
+        "test_last_1",
+    ]
     assert {k: v for k, v in hashes(Path("runs")).items() if k in before} == before

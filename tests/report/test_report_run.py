@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from lnl.cli import main
@@ -152,10 +153,12 @@ def test_lnl_report_of_a_missing_checkpoint_is_one_line(capsys: pytest.CaptureFi
 def test_predict_on_a_missing_image_folder_is_one_line_and_writes_nothing(
     capsys: pytest.CaptureFixture,
 ) -> None:
+    torch.save({"state_dict": {}}, "weights.ckpt")  # predict needs a checkpoint; the folder is checked next
     args = [
         "predict",
         "--config",
         str(CONFIGS / "quickstart_ce.yaml"),
+        "--ckpt_path=weights.ckpt",
         "--data.init_args.predict_images=nowhere",
     ]
     assert main(args) == 2
