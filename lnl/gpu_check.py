@@ -79,10 +79,20 @@ def cpu_overrides(spec: FitSpec) -> tuple[str, ...]:
             "--data.init_args.val_per_class=1", f"--data.init_args.num_workers={2 if spec.ddp else 0}", *clean)  # fmt: skip
 
 
-def run_benches(sizes: Sizes, done: Callable[[BenchSection], None], methods: str = "ce") -> None:
-    """CE (and the plain loop, and `methods`) on each backbone and batch, fp32 and bf16-mixed, in this process."""
+def run_benches(
+    sizes: Sizes,
+    done: Callable[[BenchSection], None],
+    methods: str = "ce",
+    left: Callable[[], float] = lambda: 1e9,
+) -> list[str]:
+    """CE (and the plain loop, and `methods`) on each backbone and batch, fp32 and bf16-mixed, in this process;
+    returns the sections skipped because fewer than 20 s of the budget were `left`."""
+    skipped = []
     for backbone, batch in sizes.benches:
         for name, precision in PRECISIONS:
+            if left() < 20:
+                skipped.append(f"bench {backbone} {name}")
+                continue
             section = BenchSection(name, backbone, batch, precision)
             if precision == "bf16-mixed" and sizes.device == "cuda" and not torch.cuda.is_bf16_supported():
                 section.error = "bf16 is not supported on this GPU"
@@ -100,6 +110,7 @@ def run_benches(sizes: Sizes, done: Callable[[BenchSection], None], methods: str
             if sizes.device == "cuda":
                 torch.cuda.empty_cache()
             done(section)
+    return skipped
 
 
 def run_check(
@@ -141,16 +152,17 @@ def run_check(
         torch.set_float32_matmul_precision("high")  # as `lnl fit` does: "fp32" matmuls are TF32 on Ampere+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if bench and left() > 30:
-                run_benches(sizes, lambda s: (report.benches.append(s), save()), methods)
-            elif bench:
-                report.skipped.append("benches")
+            if bench:
+                report.skipped += run_benches(
+                    sizes, lambda s: (report.benches.append(s), save()), methods, left
+                )
     finally:
         lightning_log.setLevel(level)
         torch.set_float32_matmul_precision(matmul)
     report.ran_ok = all(fit_ok(f) for f in report.fits) and all(
         s.error is None and s.results for s in report.benches
     )
+    report.finished = True
     save()
     return report
 

@@ -3,7 +3,7 @@
 It counts and times training steps, stops the fit after `steps` of them (every rank; Lightning's `max_steps` counts
 optimizer steps, two per DML / EMLC step), and rank zero writes a `ProbeRecord` as JSON: wall-clock stamps of the
 training start and end and of every validation inside it (the parent takes SM-busy samples from those windows),
-the steady-state step rate (steps after `warmup`, validation time left out), the CUDA allocator's peak, and, for
+the steady-state step rate (steps after `warmup`; validations and the checkpoint writes after them left out), the CUDA allocator's peak, and, for
 `profile_steps > 0`, a `torch.profiler` breakdown of that many steps right after the warm-up: wall time, time waiting
 for the next batch, device (kernel + copy) time and host-device syncs per step, with the top operators in a text file.
 """
@@ -66,7 +66,7 @@ class FitProbe(Callback):
     def __init__(self, path: str, steps: int, warmup: int = 10, profile_steps: int = 0) -> None:
         self.path, self.steps, self.warmup, self.profile_steps = path, steps, warmup, profile_steps
         self.record = ProbeRecord()
-        self._t0 = self._val_t0 = self._steady_t0 = self._last_end = 0.0
+        self._t0 = self._val_t0 = self._val_at = self._steady_t0 = self._last_end = 0.0
         self._val_in_steady = 0.0
         self._profiler: Any = None
         self._prof_t0 = self._prof_wait = 0.0
@@ -80,6 +80,7 @@ class FitProbe(Callback):
         self.record.train_start_at, self._t0 = time.time(), time.perf_counter()
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, idx: int) -> None:
+        self._end_pause()
         now = time.perf_counter()
         if self._last_end:
             wait = now - self._last_end
@@ -115,14 +116,16 @@ class FitProbe(Callback):
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._val_t0, self._val_at = time.perf_counter(), time.time()
 
-    def on_validation_end(self, trainer: Trainer, pl_module: Any) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._val_t0:
-            spent = time.perf_counter() - self._val_t0
-            self.record.val_s += spent
-            self._val_in_steady += spent if self._steady_t0 else 0.0
-            self.record.val_windows.append((self._val_at, time.time()))
-            self._last_end = time.perf_counter()  # a validation is no wait for data
-            self._val_t0 = 0.0
+    def _end_pause(self) -> None:
+        """Close a validation window at the next training step: it holds the checkpoint writes after it too."""
+        if not self._val_t0:
+            return
+        now = time.perf_counter()
+        spent = now - self._val_t0
+        self.record.val_s += spent
+        self._val_in_steady += spent if self._steady_t0 else 0.0
+        self.record.val_windows.append((self._val_at, time.time()))
+        self._last_end, self._val_t0 = now, 0.0  # a validation is no wait for data
 
     def _sync(self, pl_module: Any) -> None:
         if self._cuda(pl_module):
@@ -147,6 +150,7 @@ class FitProbe(Callback):
         self._profiler = None
 
     def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
+        self._end_pause()
         self._sync(pl_module)
         r, now = self.record, time.perf_counter()
         if self._profiler is not None:  # fewer steps than warm-up + profile: close it unreported

@@ -53,6 +53,7 @@ class GpuCheckReport:
     skipped: list[str] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     wall_s: float = 0.0
+    finished: bool = False
     ran_ok: bool = False
 
 
@@ -110,7 +111,8 @@ def summary(report: GpuCheckReport) -> str:
     head = "CPU fallback at tiny sizes" if report.cpu_fallback else "GPU sizes"
     failed = sum(v.status == "FAIL" for v in report.verdicts)
     lines = [f"# lnl gpu-check: {report.device_name}, {head}, torch {report.torch_version}, {report.wall_s:.0f} s, "
-             f"{'all parts ran' if report.ran_ok else 'SOME PARTS FAILED'}, {failed} acceptance FAIL(s)", "",
+             f"{'in progress' if not report.finished else 'all parts ran' if report.ran_ok else 'SOME PARTS FAILED'}, "
+             f"{failed} acceptance FAIL(s)", "",
              "## Acceptance (issue 19)", "", "| check | measured | threshold | result |", "|---|---|---|---|"]  # fmt: skip
     lines += [f"| {v.check} | {v.value} | {v.threshold} | {v.status} |" for v in report.verdicts]
     lines += [f"skipped (time budget): {', '.join(report.skipped)}" if report.skipped else "", "",
