@@ -37,6 +37,7 @@ from lnl.predict import PredictionWriter
 from lnl.report.run import EpochHistory, publish_to_wandb, write_run_report
 from lnl.resume import continue_metrics
 from lnl.watchdog import StallWatchdog, beat
+from lnl.watchdog import stop as stop_watchdog
 
 RUN_ROOT = "runs"
 
@@ -320,7 +321,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         check_yaml_files(argv)
         LNLCLI(args=argv)
-        beat("exit")  # the watchdog watches the interpreter's exit too (process group, loader workers)
+        stop_watchdog()  # done; the interpreter's exit handlers are watched again (lnl/watchdog.py)
     except Exception as error:  # our errors may arrive wrapped by jsonargparse's instantiation
         message = _user_error(error)
         if message is None or debug:

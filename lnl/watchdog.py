@@ -2,7 +2,7 @@
 
 `StallWatchdog` (the CLI's `watchdog` group, `--watchdog.timeout_s`, default 600 s, 0 turns it off) arms Python's
 `faulthandler.dump_traceback_later` and re-arms it on progress: every training, validation and test batch, the
-start of each stage, and each step and batch of the end-of-fit report (`beat`). When nothing re-arms it for
+start of each stage, each step and batch of the end-of-fit report (`beat`), and the interpreter's exit handlers. When nothing re-arms it for
 `timeout_s`, faulthandler's own C thread writes every thread's stack into the file (again every `timeout_s` while
 the stall lasts); it needs neither the GIL nor a signal, so it works where a parent's SIGABRT or a debugger cannot.
 A Python thread logs one line naming the stage and the file (when the GIL is free). An empty file is removed when
@@ -25,18 +25,28 @@ from lnl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-_ACTIVE: StallWatchdog | None = None
+_ACTIVE: StallWatchdog | None = None  # the watchdog that owns faulthandler's timer now
+_LAST: StallWatchdog | None = None  # the latest one started: it watches the interpreter's exit
+_EXIT_WATCH_REGISTERED = False
 REARM_EVERY_S = 1.0  # re-arming starts a C thread: at most once a second (or a tenth of a shorter limit)
 
 
-def _stop_active() -> None:
+def stop() -> None:
+    """Stop the active watchdog (end of a command run in-process); the interpreter's exit is watched again."""
     if _ACTIVE is not None:
         _ACTIVE.stop()
 
 
-# Registered at import, before Lightning registers its own exit handlers (e.g. destroying the process group):
-# atexit runs last-in first-out, so the watchdog still watches while those run.
-atexit.register(_stop_active)
+def _watch_exit() -> None:
+    last = _LAST
+    if last is not None and last.path and os.path.isdir(os.path.dirname(last.path) or "."):
+        last.start(last.path, "exit")
+
+
+# atexit runs last-in first-out: `stop` (registered at import) runs after every exit handler, `_watch_exit`
+# (registered at a trainer's setup, after Lightning registers its own, e.g. destroying the process group) before
+# them, so those handlers run watched.
+atexit.register(stop)
 
 
 def beat(stage: str | None = None) -> None:
@@ -69,14 +79,14 @@ class StallWatchdog(Callback):
     # ------------------------------------------------------------------ arming
     def start(self, path: str, stage: str) -> None:
         """Watch from now on, writing stacks to `path` (appended)."""
-        global _ACTIVE
+        global _ACTIVE, _LAST
         if not self.timeout_s or self._file is not None:
             return
         if _ACTIVE is not None:  # one faulthandler timer per process: the newest run owns it
             _ACTIVE.stop()
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.path, self._file = path, open(path, "a")  # noqa: SIM115 (open while watching; closed in stop)
-        _ACTIVE = self
+        _ACTIVE = _LAST = self
         self._stop.clear()
         self._thread = threading.Thread(target=self._announce, name="lnl-watchdog", daemon=True)
         self._thread.start()
@@ -122,6 +132,10 @@ class StallWatchdog(Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        global _EXIT_WATCH_REGISTERED
+        if not _EXIT_WATCH_REGISTERED:
+            atexit.register(_watch_exit)
+            _EXIT_WATCH_REGISTERED = True
         if not self.timeout_s or self._file is not None:
             return
         run_dir = trainer.log_dir  # a collective call under DDP: every rank asks

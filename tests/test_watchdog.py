@@ -67,3 +67,29 @@ def test_a_hang_in_the_end_of_fit_test_is_named_in_stacks_txt_and_the_log(tmp_pa
     assert "stuck_in_the_test_loop" in stacks and "on_test_batch_start" in stacks
     assert "lnl: no progress in stage 'test: test' for 1 s: every thread's stack is in" in out.stderr
     assert (run / "results.json").is_file()  # the stall ended and the run finished
+
+
+@pytest.mark.slow  # a Python subprocess importing Lightning
+def test_an_exit_handler_that_hangs_is_named_in_stacks_txt(tmp_path: Path) -> None:
+    """Exit handlers registered before a trainer's setup (Lightning's, e.g. destroying the process group) run
+    watched after the command returned and stopped its watchdog."""
+    script = tmp_path / "exit_hang.py"
+    script.write_text(
+        "import atexit, time\nimport lnl.watchdog as w\n\n"
+        "def destroying_the_process_group():\n    time.sleep(2.5)\n\n"
+        "atexit.register(destroying_the_process_group)\n"
+        "watchdog = w.StallWatchdog(timeout_s=1)\n"
+        "watchdog.setup(type('T', (), {'log_dir': 'run', 'global_rank': 0})(), None, 'fit')\n"
+        "w.stop()\n"
+    )
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "destroying_the_process_group" in (tmp_path / "run" / "stacks.txt").read_text()
+    assert "lnl: no progress in stage 'exit'" in out.stderr
