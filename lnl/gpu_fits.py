@@ -29,6 +29,7 @@ from lnl.gpu_probe import ProbeRecord
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CIFAR10_TRAIN = 50_000
+STREAM_WARNING = "The AccumulateGrad node's stream does not match"
 SM_SKIP_S = 3.0  # samples of the first seconds of training (cuDNN autotuning, warm-up) are left out
 
 
@@ -56,6 +57,7 @@ class FitRun:
     after_training_s: float = 0.0
     startup_s: float = 0.0
     end_s: float = 0.0  # from the end of training to the exit: tests, label report, results.json
+    stream_mismatch_warnings: int = 0  # "The AccumulateGrad node's stream does not match ..." in the log
     sm_busy_median: float | None = None
     sm_samples: int = 0
     sm_source: str = ""
@@ -211,6 +213,7 @@ def run_fit(spec: FitSpec, data_root: Path, out: Path, *, cpu: bool, timeout_s: 
         run.sm_samples = len(busy)
         run.sm_busy_median = statistics.median(busy) if busy else None
         run.images_per_s = round(run.probe.steps_per_s * run.probe.batch_size, 1)
+    run.stream_mismatch_warnings = Path(run.log).read_text(errors="replace").count(STREAM_WARNING)
     versions = sorted((out / "runs" / spec.name).glob("version_*"), key=lambda p: p.stat().st_mtime)
     if versions:
         run.run_dir = str(versions[-1])
