@@ -64,7 +64,8 @@ def test_ddp_is_built_on_the_current_stream_not_on_a_side_stream(monkeypatch: py
     module = torch.nn.Linear(2, 2)
     for cls in (DDPStrategy, CurrentStreamDDPStrategy):
         strategy = DDPStrategy()
-        build_ddp_on_current_stream(strategy) if cls is CurrentStreamDDPStrategy else None
+        if cls is CurrentStreamDDPStrategy:
+            build_ddp_on_current_stream(strategy)
         assert type(strategy) is cls
         monkeypatch.setattr(strategy, "determine_ddp_device_ids", lambda: [0])  # as on one GPU
         seen.clear()
