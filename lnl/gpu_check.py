@@ -57,6 +57,7 @@ class Sizes:
     step_scale: float = 1.0  # x each fit's step budget
     max_steps: int | None = None
     warmup: int = 10
+    profile_steps: int = 5
     fit_timeout_s: float = 200.0
     benches: tuple[tuple[str, int], ...] = BENCHES
     bench_warmup: int = 5
@@ -66,7 +67,7 @@ class Sizes:
 
 
 GPU = Sizes("cuda")
-CPU = Sizes("cpu", per_class=8, test_per_class=2, max_steps=3, warmup=1, fit_timeout_s=240.0,
+CPU = Sizes("cpu", per_class=8, test_per_class=2, max_steps=3, warmup=1, profile_steps=1, fit_timeout_s=240.0,
             benches=(("tiny_cnn", 4),), bench_warmup=1, bench_steps=3, threads=1, budget_s=1e9)  # fmt: skip
 
 
@@ -144,7 +145,7 @@ def run_check(
                 spec = replace(spec, steps=steps)
                 overrides = cpu_overrides(spec) if cpu else ()
                 run = run_fit(spec, root, out, cpu=cpu, timeout_s=min(sizes.fit_timeout_s, left()),
-                              warmup=sizes.warmup, overrides=overrides)  # fmt: skip
+                              warmup=sizes.warmup, overrides=overrides, profile_steps=sizes.profile_steps)  # fmt: skip
                 report.fits.append(run)
                 report.sm_source = report.sm_source or run.sm_source
                 save()

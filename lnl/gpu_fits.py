@@ -176,7 +176,7 @@ def run_with_stack_dump(
 
 
 def run_fit(spec: FitSpec, data_root: Path, out: Path, *, cpu: bool, timeout_s: float, warmup: int,
-            overrides: tuple[str, ...] = ()) -> FitRun:  # fmt: skip
+            overrides: tuple[str, ...] = (), profile_steps: int = 5) -> FitRun:  # fmt: skip
     """Run one fit in a subprocess while sampling the GPU; fill in everything `FitRun` holds."""
     probe_json = out / f"probe_{spec.name}.json"
     probe_cfg = out / f"probe_{spec.name}.yaml"
@@ -185,7 +185,7 @@ def run_fit(spec: FitSpec, data_root: Path, out: Path, *, cpu: bool, timeout_s: 
         "path": str(probe_json),
         "steps": spec.steps,
         "warmup": warmup,
-        "profile_steps": 5 if spec.profile else 0,
+        "profile_steps": profile_steps if spec.profile else 0,
     }
     probe_cfg.write_text(json.dumps({"trainer": {"callbacks": [{"class_path": "lnl.gpu_probe.FitProbe",
                                                                 "init_args": init}]}}))  # fmt: skip

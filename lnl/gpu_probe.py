@@ -58,6 +58,7 @@ class ProbeRecord:
     world_size: int = 0
     precision: str = ""
     profile: ProfileBreakdown | None = None
+    profile_error: str | None = None  # the probe never fails a fit: a profiler error is recorded instead
 
 
 class FitProbe(Callback):
@@ -87,10 +88,14 @@ class FitProbe(Callback):
             self.record.data_wait_s += wait
             if self._profiler is not None:
                 self._prof_wait += wait
-        if self.record.batches == self.warmup and self.profile_steps and self._cuda(pl_module):
-            activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-            self._profiler = torch.profiler.profile(activities=activities)
-            self._profiler.__enter__()
+        if self.record.batches == self.warmup and self.profile_steps:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            activities += [torch.profiler.ProfilerActivity.CUDA] if self._cuda(pl_module) else []
+            try:
+                self._profiler = torch.profiler.profile(activities=activities)
+                self._profiler.__enter__()
+            except Exception as error:
+                self._profiler, self.record.profile_error = None, f"{type(error).__name__}: {error}"
             self._prof_t0, self._prof_wait = now, 0.0
         if not self.record.batch_size:
             noisy = batch.get("noisy", batch) if isinstance(batch, dict) else batch
@@ -132,6 +137,13 @@ class FitProbe(Callback):
             torch.cuda.synchronize(pl_module.device)
 
     def _finish_profile(self, pl_module: Any) -> None:
+        try:
+            self._summarize_profile(pl_module)
+        except Exception as error:
+            self.record.profile_error = f"{type(error).__name__}: {error}"
+        self._profiler = None
+
+    def _summarize_profile(self, pl_module: Any) -> None:
         self._sync(pl_module)
         wall = time.perf_counter() - self._prof_t0
         self._profiler.__exit__(None, None, None)
@@ -145,9 +157,8 @@ class FitProbe(Callback):
             steps, round(wall_ms, 2), round(1000 * self._prof_wait / steps, 2), round(device_ms, 2),
             round(max(wall_ms - device_ms, 0.0), 2), syncs / steps, scalars / steps,
         )  # fmt: skip
-        table = events.table(sort_by="self_device_time_total", row_limit=30)
-        Path(self.path).with_suffix(".profile.txt").write_text(table)
-        self._profiler = None
+        sort = "self_device_time_total" if self._cuda(pl_module) else "self_cpu_time_total"
+        Path(self.path).with_suffix(".profile.txt").write_text(events.table(sort_by=sort, row_limit=30))
 
     def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
         self._end_pause()
@@ -155,7 +166,7 @@ class FitProbe(Callback):
         r, now = self.record, time.perf_counter()
         if self._profiler is not None:  # fewer steps than warm-up + profile: close it unreported
             self._profiler.__exit__(None, None, None)
-            self._profiler = None
+            self._profiler, self.record.profile_error = None, "the fit ended inside the profiled steps"
         r.train_end_at, r.train_s, r.global_step = time.time(), round(now - self._t0, 3), trainer.global_step
         if self._steady_t0:
             r.steady_steps = r.batches - self.warmup - self.profile_steps

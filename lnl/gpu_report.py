@@ -148,6 +148,9 @@ def summary(report: GpuCheckReport) -> str:
             assert b is not None
             lines.append(f"| {f.name} | {b.steps} | {b.wall_ms:.1f} | {b.data_wait_ms:.1f} | {b.device_ms:.1f} | "
                          f"{b.host_only_ms:.1f} | {b.syncs_per_step:.1f} | {b.scalar_reads_per_step:.1f} |")  # fmt: skip
+    lines += [
+        f"profile of {f.name} failed: {f.probe.profile_error}" for f in report.fits if f.probe.profile_error
+    ]
     lines += ["", "## lnl's CE step against a plain PyTorch loop (`lnl.bench`, data on the device)", "",
               "| backbone | batch | precision | CE ms | plain ms | CE / plain | CE peak MB | plain peak MB |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip

@@ -40,6 +40,8 @@ def test_cpu_fallback_runs_a_ddp_fit_with_workers_a_ce_fit_and_the_plain_loop_be
     assert (
         report["fits"][1]["probe"]["strategy"] == "CurrentStreamDDPStrategy"
     )  # DDP on one device, 2 workers
+    profile = report["fits"][0]["probe"]["profile"]  # CE is profiled (one step on the CPU)
+    assert profile["steps"] == 1 and profile["wall_ms"] > 0 and (out / "probe_ce.profile.txt").is_file()
     assert {(b["backbone"], b["name"]) for b in report["benches"]} == {
         ("tiny_cnn", "fp32"),
         ("tiny_cnn", "bf16"),
