@@ -40,7 +40,10 @@ def stop() -> None:
 def _watch_exit() -> None:
     last = _LAST
     if last is not None and last.path and os.path.isdir(os.path.dirname(last.path) or "."):
-        last.start(last.path, "exit")
+        try:  # an exit must never fail because of its watch (e.g. no new threads allowed any more)
+            last.start(last.path, "exit")
+        except Exception as error:
+            log.debug("lnl: the exit is not watched: %s", error)
 
 
 # atexit runs last-in first-out: `stop` (registered at import) runs after every exit handler, `_watch_exit`
