@@ -321,13 +321,14 @@ def main(args: list[str] | None = None) -> int:
     try:
         check_yaml_files(argv)
         LNLCLI(args=argv)
-        stop_watchdog()  # done; the interpreter's exit handlers are watched again (lnl/watchdog.py)
     except Exception as error:  # our errors may arrive wrapped by jsonargparse's instantiation
         message = _user_error(error)
         if message is None or debug:
             raise
         print(f"lnl: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        stop_watchdog()  # done; the interpreter's exit handlers are watched again (lnl/watchdog.py)
     return 0
 
 
