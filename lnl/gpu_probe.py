@@ -26,7 +26,8 @@ SCALAR_READS = "aten::_local_scalar_dense"  # `.item()`, `bool(tensor)`, `float(
 
 @dataclass
 class ProfileBreakdown:
-    """Per profiled training step, in ms (device: kernels and copies), and host-device syncs per step."""
+    """Per profiled training step, in ms (device: kernels and copies; data wait: the mean gap between two profiled
+    steps), and host-device syncs per step."""
 
     steps: int
     wall_ms: float
@@ -154,7 +155,7 @@ class FitProbe(Callback):
         scalars = sum(e.count for e in events if e.key == SCALAR_READS)
         wall_ms, device_ms = 1000 * wall / steps, device_us / 1000 / steps
         self.record.profile = ProfileBreakdown(
-            steps, round(wall_ms, 2), round(1000 * self._prof_wait / steps, 2), round(device_ms, 2),
+            steps, round(wall_ms, 2), round(1000 * self._prof_wait / max(steps - 1, 1), 2), round(device_ms, 2),
             round(max(wall_ms - device_ms, 0.0), 2), syncs / steps, scalars / steps,
         )  # fmt: skip
         sort = "self_device_time_total" if self._cuda(pl_module) else "self_cpu_time_total"
