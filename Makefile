@@ -2,6 +2,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/quickstart.yaml
+# gpu-check's Python: the venv's where it exists, else python3 (a GPU machine's own torch, with the wheels of .whl/)
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast lint format quickstart bench gpu-check bench-loader clean
@@ -37,8 +39,10 @@ quickstart: install ## DML on the bundled Digits data with 40% label noise (CPU,
 bench: install ## Step time and memory of each method vs CE (ARGS="--methods ce,dml --device cpu")
 	$(BIN)/python -m lnl.bench $(ARGS)
 
-gpu-check: install ## GPU readiness: bench of every method (fp32/bf16/channels_last) + 200-step DDP fits (CPU fallback without CUDA)
-	$(BIN)/python -m lnl.gpu_check --out runs/gpu_check $(ARGS)
+gpu-check: ## Issue 19's GPU acceptance in <= 10 min: fits, steps/s, SM busy, CE vs plain loop (docs/gpu.md; CPU fallback)
+	@if [ -d .whl ] && ! $(GPU_PY) -c "import jsonargparse" 2>/dev/null; then \
+	  $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/lnl-site .whl/*.whl; fi
+	PYTHONPATH="$(CURDIR):/tmp/lnl-site:$$PYTHONPATH" $(GPU_PY) -m lnl.gpu_check --out runs/gpu_check $(ARGS)
 
 bench-loader: install ## Loading at Clothing1M scale: images/s per worker count, per-sample seeding cost (ARGS="--workers 0,4,8")
 	$(BIN)/python -m lnl.bench_loader $(ARGS)

@@ -5,7 +5,9 @@ variants to time in the class attribute `bench_variants: dict[str, dict]` (varia
 CE times one variant, `default`). Every variant runs in a fresh subprocess on identical synthetic batches kept
 on the device (data loading off the critical path): warm-up steps, then timed steps (CUDA-synchronized;
 the ratio uses the mean, so a k-step method's meta step is counted once per k steps), CPU time per step, and
-peak memory (CUDA allocator peak on GPU; peak resident-set growth during training on CPU). The DML paper
+peak memory (CUDA allocator peak on GPU; peak resident-set growth during training on CPU). A `plain` row times
+CE's network, batch, precision and optimizer in a bare PyTorch loop (`lnl.bench_plain`); `x plain` is each row's
+step time over it, so CE's `x plain` is lnl's own overhead. The DML paper
 ("Efficiently meta-learning for robust deep networks without prior unbiased set", §5.2, Table 6) reports the
 same kind of number as ms per training iteration.
 """
@@ -50,6 +52,7 @@ class BenchResult:
     ratio_vs_ce: float | None = None
     cpu_ratio_vs_ce: float | None = None
     mem_ratio_vs_ce: float | None = None
+    ratio_vs_plain: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchResult:
@@ -160,7 +163,7 @@ def _peak_rss_mb() -> float:
 
 
 def run_variant(method: str, variant: str, args: argparse.Namespace, isolated: bool = True) -> BenchResult:
-    """Time one (method, variant) in this process.
+    """Time one (method, variant) in this process (`plain`: the bare PyTorch loop of `lnl.bench_plain`).
 
     `isolated`: this process runs nothing else, so the CPU peak is the whole-process maximum resident set
     (`ru_maxrss`); otherwise (several variants in one process) it is the resident set sampled after each timed
@@ -169,6 +172,10 @@ def run_variant(method: str, variant: str, args: argparse.Namespace, isolated: b
     gc.collect()
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
+    if method == "plain":
+        from lnl.bench_plain import run_plain
+
+        return run_plain(args, isolated)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     cls = method_class(method)
@@ -199,7 +206,9 @@ def run_variant(method: str, variant: str, args: argparse.Namespace, isolated: b
 
 
 def variants(method: str) -> list[str]:
-    """The variant names the bench times for `method` (`default` when the class lists none)."""
+    """The variant names the bench times for `method` (`default` when the class lists none; `plain`: `loop`)."""
+    if method == "plain":
+        return ["loop"]
     return list(getattr(method_class(method), "bench_variants", {}) or {"default": {}})
 
 
@@ -236,11 +245,11 @@ def _fmt_ratio(value: float | None, width: int) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """The human-readable table of a bench report."""
     head = (f"{'method':<6} {'variant':<12} {'ms mean':>9} {'median':>9} {'min':>8} {'max':>8} {'x CE':>6} "
-            f"{'x CE cpu':>8} {'peak MB':>9} {'x CE mem':>8}")  # fmt: skip
+            f"{'x plain':>7} {'x CE cpu':>8} {'peak MB':>9} {'x CE mem':>8}")  # fmt: skip
     rows = [
         f"{r['method']:<6} {r['variant']:<12} {r['ms_mean']:>9.1f} {r['ms_median']:>9.1f} {r['ms_min']:>8.1f} "
-        f"{r['ms_max']:>8.1f} {_fmt_ratio(r['ratio_vs_ce'], 6)} {_fmt_ratio(r['cpu_ratio_vs_ce'], 8)} "
-        f"{r['peak_mem_mb']:>9.1f} {_fmt_ratio(r['mem_ratio_vs_ce'], 8)}"
+        f"{r['ms_max']:>8.1f} {_fmt_ratio(r['ratio_vs_ce'], 6)} {_fmt_ratio(r.get('ratio_vs_plain'), 7)} "
+        f"{_fmt_ratio(r['cpu_ratio_vs_ce'], 8)} {r['peak_mem_mb']:>9.1f} {_fmt_ratio(r['mem_ratio_vs_ce'], 8)}"
         for r in report["results"]
     ]
     title = (f"device={report['device']} backbone={report['backbone']} batch={report['batch_size']} "
@@ -276,23 +285,25 @@ def _run_child(args: argparse.Namespace, method: str, variant: str) -> BenchResu
 
 
 def run_bench(args: argparse.Namespace, isolate: bool = True) -> list[BenchResult]:
-    """Time CE and every variant of `args.methods` (CE first) and fill in the ratios to CE.
+    """Time CE, the plain loop and every variant of `args.methods` (CE first) and fill in the ratios to CE and
+    to the plain loop.
 
     `isolate`: each variant in a fresh subprocess (the CLI's way: clean CPU memory peaks, glibc settings of
     `_child_env`); otherwise all in this process, one after another (faster; CUDA peaks stay per variant, the
     CPU peak becomes the resident set sampled after each step). Raises BenchError when a variant fails.
     """
-    methods = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "ce"]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() not in ("ce", "plain")]
     results = []
-    for method in ["ce", *methods]:
+    for method in ["ce", "plain", *methods]:
         for variant in variants(method):
             if isolate:
                 results.append(_run_child(args, method, variant))
             else:
                 results.append(run_variant(method, variant, args, isolated=False))
-    ce = results[0]
+    ce, plain = results[0], results[1]
     for r in results:  # mean over whole k-step cycles; CPU time is steadier than wall time on a shared CPU
         r.ratio_vs_ce = _ratio(r.ms_mean, ce.ms_mean)
+        r.ratio_vs_plain = _ratio(r.ms_mean, plain.ms_mean)
         r.cpu_ratio_vs_ce = _ratio(r.cpu_ms_mean, ce.cpu_ms_mean)
         r.mem_ratio_vs_ce = _ratio(r.peak_mem_mb, ce.peak_mem_mb)
     return results

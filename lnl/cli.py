@@ -33,11 +33,14 @@ from lnl.console import (
     silence_tips,
 )
 from lnl.data.datamodule import NoisyLabelDataModule
+from lnl.ddp import build_ddp_on_current_stream
 from lnl.errors import ConfigError, check_yaml_files, parse_error_line
 from lnl.methods.base import LNLModule, NonFiniteError
 from lnl.predict import PredictionWriter
 from lnl.report.run import EpochHistory, publish_to_wandb, write_run_report
 from lnl.resume import continue_metrics
+from lnl.watchdog import StallWatchdog, beat
+from lnl.watchdog import stop as stop_watchdog
 
 RUN_ROOT = "runs"
 
@@ -95,6 +98,8 @@ class LNLCLI(LightningCLI):
             help="fit --ckpt_path of a finished run: continue it in a new run directory (that run's files stay "
             "as they are); without it such a resume is refused",
         )
+        # A stage without progress for `watchdog.timeout_s` leaves every thread's stack in <run>/stacks.txt.
+        parser.add_lightning_class_args(StallWatchdog, "watchdog")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -116,7 +121,8 @@ class LNLCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO.
+        """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO, with
+        DDP built on the current CUDA stream (lnl/ddp.py).
 
         First, while nothing is printed or written yet, the checks that need the built model and data."""
         subcommand = self.config.get("subcommand")
@@ -127,6 +133,7 @@ class LNLCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        build_ddp_on_current_stream(trainer.strategy)
         return trainer
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -211,13 +218,16 @@ class LNLCLI(LightningCLI):
         best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
         last = best = None
         if datamodule.has_test_set:  # metric rows say which checkpoint they came from
+            beat("after fit: test of the last weights")
             model.metric_suffix = "_last"
             last = trainer.test(model, datamodule=datamodule, verbose=False)
             model.metric_suffix = "_best_val"
             if best_path:  # loads the best-val weights into `model`
+                beat("after fit: test of the best-val checkpoint")
                 best = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
             model.metric_suffix = ""
         elif best_path:
+            beat("after fit: loading the best-val checkpoint")
             model.restore(preflight.read_checkpoint(best_path))
         best_score = checkpoint.best_model_score if checkpoint is not None else None
         results = {
@@ -249,10 +259,12 @@ class LNLCLI(LightningCLI):
             with open(results_path, "w") as f:
                 json.dump(results, f, indent=2, default=str)
             files = [os.path.join(run_dir, "labels.csv"), *report.files, results_path]
+            beat("after fit: W&B upload")
             publish_to_wandb(trainer, results, report.pictures, files)
-            print(summary(results, run_dir))
+            print(summary(results, run_dir), flush=True)  # a log file sees it now, not only at exit
         for logger in trainer.loggers:  # flush and close the W&B run: the fit is complete
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                beat("after fit: closing the W&B run")
                 logger.experiment.finish()
 
 
@@ -338,6 +350,8 @@ def main(args: list[str] | None = None) -> int:
             raise
         print(f"lnl: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        stop_watchdog()  # done; the interpreter's exit handlers are watched again (lnl/watchdog.py)
     return 0
 
 

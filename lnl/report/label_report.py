@@ -25,6 +25,7 @@ from lnl.report.estimates import (
     realized_transition,
     transition_mae,
 )
+from lnl.watchdog import beat
 
 
 @dataclass
@@ -105,6 +106,7 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
     chunks: dict[str, list[np.ndarray]] = {}
     try:
         for batch in loader:
+            beat()
             x, y, index = batch["x"].to(device), batch["y"].to(device), batch["index"].to(device)
             ev = model.label_evidence(x, y, index)
             fields = {

@@ -26,6 +26,7 @@ from lnl.report.pictures import (
     plot_per_class_accuracy,
     plot_transitions,
 )
+from lnl.watchdog import beat
 
 PER_CLASS_KEY = re.compile(r"_c\d{3}$")
 
@@ -72,6 +73,7 @@ def per_class_test_accuracy(model: LightningModule, datamodule: Any) -> np.ndarr
     was_training = model.training
     model.eval()
     for batch in datamodule.report_dataloader(datamodule.hparams.eval_batch_size, part="test"):
+        beat()
         y = batch["y"].numpy()
         pred = model(batch["x"].to(device)).argmax(-1).cpu().numpy()
         np.add.at(counts, y, 1)
@@ -84,9 +86,16 @@ def per_class_test_accuracy(model: LightningModule, datamodule: Any) -> np.ndarr
 def write_run_report(trainer: Trainer, model: LightningModule, datamodule: Any, run_dir: str,
                      weights: str) -> RunReport:  # fmt: skip
     """Label report, corrected labels, noise estimate and pictures of the model as it is now (`weights` says which
-    checkpoint it holds) into `run_dir` (call on rank zero)."""
+    checkpoint it holds) into `run_dir` (call on rank zero).
+
+    The model runs on the trainer's device: Lightning's teardown after every `fit` / `test` moves the module to the
+    CPU, where a GPU run's report (every training sample and the test set through the network) took minutes.
+    """
     os.makedirs(run_dir, exist_ok=True)
+    model.to(trainer.strategy.root_device)
+    beat("after fit: label report")
     report = collect_label_report(model, datamodule, datamodule.hparams.eval_batch_size)
+    beat("after fit: label report files and pictures")
     summary = summarize(report, model.num_classes)
     files = [
         write_label_report(report, os.path.join(run_dir, "label_report.csv")),
@@ -98,11 +107,13 @@ def write_run_report(trainer: Trainer, model: LightningModule, datamodule: Any, 
         plot_issue_scores(report, os.path.join(run_dir, "issue_scores.png")),
     ]
     if datamodule.has_test_set:
+        beat("after fit: per-class test accuracy")
         accuracy = per_class_test_accuracy(model, datamodule)
         results["report/test_acc_per_class"] = [
             None if math.isnan(a) else round(float(a), 5) for a in accuracy
         ]
         pictures.append(plot_per_class_accuracy(accuracy, os.path.join(run_dir, "per_class_accuracy.png")))
+    beat("after fit: learning curves")
     history = next((c.records for c in trainer.callbacks if isinstance(c, EpochHistory)), [])
     if history:
         pictures.append(plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png")))

@@ -72,3 +72,27 @@ class KillAtStep(Callback):
     ) -> None:
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stuck_in_the_test_loop(seconds: float) -> None:
+    """The injected hang (its name is what the stack dump must show)."""
+    time.sleep(seconds)
+
+
+class HangInTest(Callback):
+    """Stall the first test batch for `seconds` (the end-of-fit test of the last weights), then go on."""
+
+    def __init__(self, seconds: float = 4.0) -> None:
+        self.seconds, self.done = seconds, False
+
+    def on_test_batch_start(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not self.done:
+            self.done = True
+            stuck_in_the_test_loop(self.seconds)
