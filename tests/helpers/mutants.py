@@ -40,11 +40,13 @@ def _no_optim_step() -> None:
 def _noise_score() -> None:
     from lnl.report.label_report import LabelReport
 
-    def post_init(self: LabelReport) -> None:
-        rng = np.random.default_rng(len(self.issue_score))
-        self.issue_score = rng.random(len(self.issue_score))
+    init = LabelReport.__init__
 
-    LabelReport.__post_init__ = post_init  # type: ignore[attr-defined]
+    def patched_init(self: LabelReport, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.issue_score = np.random.default_rng(len(self.issue_score)).random(len(self.issue_score))
+
+    LabelReport.__init__ = patched_init  # type: ignore[method-assign]
 
 
 def apply(name: str | None) -> None:
