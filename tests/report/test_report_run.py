@@ -58,7 +58,9 @@ def test_dml_fit_writes_report_pictures_and_a_wandb_run_with_them() -> None:
     for name in (*PICTURES, "dml_selection.png"):
         assert_png(run / name)
     results = json.loads((run / "results.json").read_text())
-    assert 0.0 <= results["report/auroc"] <= 1.0 and results["report/k"] > 0
+    # 3 epochs (1 of warm-up): seeds 0/1 measured AUROC 0.679/0.796 and last-epoch test accuracy 0.314/0.417; a
+    # run that never steps gives 0.535 and 0.100
+    assert results["report/auroc"] >= 0.6 and results["test/acc_last"] >= 0.2 and results["report/k"] > 0
     assert len(results["report/transition_estimate"]) == 10
     assert results["report/weights"] == "best_val"
 
