@@ -27,11 +27,12 @@ def factory(name: str, **kw):  # noqa: ANN201
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_bad_options_are_one_line_config_errors(name: str) -> None:
-    bad = [{"hypergrad": "bogus"}, {"virtual_step": "momentum"}] + (
-        [{"hidden": 0}] if name == "mwnet" else []
-    )
-    for kw in bad:
-        with pytest.raises(ConfigError) as info:
+    bad = [
+        ({"hypergrad": "bogus"}, "model.hypergrad = 'bogus': allowed values are jvp, unrolled"),
+        ({"virtual_step": "momentum"}, "model.virtual_step = 'momentum': allowed values are sgd, optimizer"),
+    ] + ([({"hidden": 0}, "model.hidden = 0: must be positive")] if name == "mwnet" else [])
+    for kw, message in bad:
+        with pytest.raises(ConfigError, match=message) as info:
             factory(name, **kw)()
         assert "\n" not in str(info.value)
     adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731
