@@ -84,6 +84,50 @@ def test_one_step_is_the_official_meta_step_written_out(hypergrad) -> None:
     assert max_rel_diff(gate, start) > 1e-6  # the gate learns from the meta-gradient alone
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_k_step_meta_gradient_is_eq_8_written_out(reduction) -> None:
+    """Float64, plain SGD, k = 2: the teacher's step equals Eq. 8 written out, ∇_α ≈ −η g_wᵀ Σ_τ γ^{t−τ} H_{wα}^{(τ)}
+    with γ = 1 − η (÷ k for `mean`): H_{wα}^{(τ)} = ∂²softCE(S(x_τ; θ_τ), q_τ(α))/∂θ∂α at the student of step τ,
+    g_w = ∇CE of the last student on the closing step's clean batch; plus the teacher's CE on that clean batch."""
+    eta, k = 0.1, 2
+    make = emlc(k=k, kstep_reduction=reduction, optimizer=sgd(eta, 0.0, 0.0))
+    model = fit(make, precision="64-true", data=SynthData(k))
+    seed_everything(0, verbose=False)
+    ref = make().double().train()
+    teacher, student = ref.teacher, ref.student
+    t_params, live = list(teacher.parameters()), dict(student.named_parameters())
+    hessian_terms, sup = [], None
+    for j in range(k):
+        b = make_batch(j, 8, 8)
+        x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+        if j == k - 1:  # the closing step: the teacher's CE on its clean batch, then the meta-gradient
+            sup = F.cross_entropy(features_and_logits(teacher.backbone, xc)[1], yc)
+        h, t_logits = features_and_logits(teacher.backbone, x)
+        w = torch.sigmoid(teacher.gate(torch.cat([h, teacher.embedding(y)], dim=1)).squeeze(1))[:, None]
+        q = w * F.one_hot(y, 4).double() + (1 - w) * F.softmax(t_logits, dim=1)
+        theta = {n: p.detach().clone().requires_grad_(True) for n, p in live.items()}
+        student(x)  # the real forward (BN running statistics); the graph below is at the snapshot θ_j
+        loss = -(q * F.log_softmax(functional_forward(student, theta, None, x), dim=1)).sum(1).mean()
+        grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
+        hessian_terms.append(grads)
+        with torch.no_grad():
+            for p, g in zip(live.values(), grads):
+                p.sub_(eta * g)
+    clean = F.cross_entropy(functional_forward(student, dict(live), None, xc), yc)
+    g_w = torch.autograd.grad(clean, list(live.values()))
+    gamma = 1.0 - eta
+    surrogate = sum(
+        -eta * gamma ** (k - 1 - j) * sum((gw * g).sum() for gw, g in zip(g_w, grads))
+        for j, grads in enumerate(hessian_terms)
+    ) / (k if reduction == "mean" else 1)
+    meta = torch.autograd.grad(surrogate, t_params, allow_unused=True)
+    sup_grads = torch.autograd.grad(sup, t_params, allow_unused=True)
+    with torch.no_grad():
+        for p, g_meta, g_sup in zip(t_params, meta, sup_grads):
+            p.sub_(0.05 * sum(g for g in (g_meta, g_sup) if g is not None))
+    assert max_rel_diff(state(model), state(ref)) < 1e-10
+
+
 @pytest.mark.parametrize(
     "extra", [{}, {"mix_gold": True, "corruption": "adversarial"}], ids=["plain", "gold_adv"]
 )
