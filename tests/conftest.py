@@ -1,6 +1,8 @@
-"""Shared fixtures: a small threads budget, every test inside a temp directory.
+"""Shared fixtures: a small threads budget, every test inside a temp directory, and the mutants.
 
 Helpers live in the `tests/helpers/` package, importable as `helpers.*` through pyproject's `pythonpath`.
+`LNL_MUTANT=no_optim_step|noise_score` breaks lnl on purpose for the whole run (`helpers.mutants`; used by
+tests/test_mutants.py to check that the learning and report tests can fail).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import mutants
+
+mutants.apply(os.environ.get("LNL_MUTANT"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # one thread per pytest-xdist worker (`make test` runs two), two otherwise

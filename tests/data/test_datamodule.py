@@ -231,3 +231,16 @@ def test_clothing1m_noisy_validation_holds_out_part_of_the_noisy_list(tmp_path: 
     assert np.bincount(dm.given_labels[dm.val_index]).max() == 1
     with pytest.raises(ValueError, match="val_per_class = 0"):
         NoisyLabelDataModule("clothing1m", root=str(tmp_path), **kwargs)
+
+
+def test_train_on_clean_trains_on_the_clean_set_alone() -> None:
+    """`train_on: clean` (README): the training stream of a single-stream method is exactly the clean set, every
+    clean image once per epoch, with its clean labels."""
+    dm = digits(train_on="clean", clean_per_class=10, batch_size=25)  # full batches: no image dropped
+    dm.setup("fit")
+    seen, labels = [], []
+    for batch in dm.train_dataloader()["noisy"]:
+        seen += batch["index"].tolist()
+        labels.append(batch["y"] == batch["y_true"])
+    assert sorted(seen) == sorted(dm.clean_index.tolist()) and len(seen) == 100
+    assert torch.cat(labels).all()

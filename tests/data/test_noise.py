@@ -443,6 +443,23 @@ def _cifar10n(n=200, seed=0):
     return clean, {"clean_label": clean, **{k: rng.integers(0, 10, size=n) for k in keys}}
 
 
+def test_cal_pt_file(tmp_path, torch):
+    """CAL / HOC instance-noise files (`IDN_0.6_C10_0.pt`): a dict of label tensors `noise_label_train`,
+    `clean_label_train` (and test ones); `file_key: noise_label_train` reads the noisy labels."""
+    rng = np.random.default_rng(0)
+    clean, noisy = rng.integers(0, 10, size=200), rng.integers(0, 10, size=200)
+    path = tmp_path / "IDN_0.6_C10_0.pt"
+    torch.save({"noise_label_train": torch.as_tensor(noisy), "clean_label_train": torch.as_tensor(clean),
+                "noise_label_test": torch.as_tensor(noisy[:50]), "clean_label_test": torch.as_tensor(clean[:50])},
+               path)  # fmt: skip
+    kw = dict(num_classes=10, expected_len=200, clean_labels=clean)
+    np.testing.assert_array_equal(read_label_file(path, key="noise_label_train", **kw), noisy)
+    with pytest.raises(ConfigError, match="noise.file_key = None: .*several label arrays.*noise_label_train"):
+        read_label_file(path, **kw)
+    with pytest.raises(ConfigError, match="noise.file = .*: 50 labels, shape \\(50,\\); expected 200"):
+        read_label_file(path, key="noise_label_test", **kw)
+
+
 def test_cifarn_pt_file(tmp_path, torch):
     clean, d = _cifar10n()
     path = tmp_path / "CIFAR-10_human.pt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -252,3 +253,18 @@ def test_imageset_checks_and_subset():
         ImageSet(np.array([1, 2]), np.array([1, 2]), images=np.zeros((3, 4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="exactly one of"):
         ImageSet(np.array([1]), np.array([1]))
+
+
+def test_folder_csv_warns_when_images_are_resized_by_two_or_more(tmp_path):
+    """The README's resize warning: 16-px images at the default image_size 224 (14x) or at 8 (½) say so; at
+    their own size, or less than 2x away (24 px), no warning."""
+    root = write_folder_csv(tmp_path, n=24, num_classes=3, n_clean=0, n_val=0, n_test=0, image_size=16)
+    for size in (224, 32, 8):
+        with pytest.warns(
+            UserWarning, match=f"folder_csv images are 16x16 px .*image_size = {size} resizes them"
+        ):
+            create_source("folder_csv", root, image_size=size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for size in (16, 24, 9):
+            create_source("folder_csv", root, image_size=size)

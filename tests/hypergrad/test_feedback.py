@@ -171,5 +171,5 @@ def test_flat_dot_matches_sum_and_skips_none():
     assert flat_dot([None], [torch.ones(2)]).item() == 0.0
     bf = [x.to(torch.bfloat16) for x in xs[:1]]
     assert flat_dot(bf, bf).dtype == torch.float32
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"flat_dot: lists of different length \(3 vs 2\)"):
         flat_dot(xs, ys[:2])

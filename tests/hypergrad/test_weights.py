@@ -164,9 +164,9 @@ def test_weight_coefficients_and_virtual_step_options() -> None:
     adam = torch.optim.Adam(net.parameters(), lr=1e-3)
     _, lrs = virtual_step(adam, live, "sgd")
     assert set(lrs.values()) == {1e-3}
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="sgd_step_fn needs torch.optim.SGD, got Adam"):
         virtual_step(adam, live, "optimizer")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="kind = 'bogus': expected 'sgd' or 'optimizer'"):
         virtual_step(adam, live, "bogus")  # type: ignore[arg-type]
 
 

@@ -88,12 +88,12 @@ def test_estimated_ratios_track_unequal_clean_shares_and_sign_drift_does_not(tmp
     shares = torch.tensor(SHARES)
     new = fit_shares(tmp_path, SelectionConfig(rule="estimated", schedule_epochs=4), epochs=20)
     err_new = (new.selector.current_ratio(new.current_epoch) - shares).abs()
-    assert err_new.max() < 0.1, err_new  # no noise rate was given (measured: max 0.009)
+    assert err_new.max() < 0.03, err_new  # no noise rate was given (measured: max 0.0087)
     old = fit_shares(tmp_path, SelectionConfig(rule="sign_drift", eps0=0.5, delta=0.01), epochs=20)
     err_old = (old.selector.current_ratio(old.current_epoch) - shares).abs()
-    assert err_old.mean() > 0.2, err_old  # the literal rule drifts towards r_max, whatever the shares
+    assert err_old.mean() > 0.2, err_old  # the literal rule drifts towards r_max, whatever the shares (0.35)
     last = new.diagnostics.history[-1]
-    assert last["R_err"] < 0.1 and last["precision"] > 0.95  # the diagnostics see the same
+    assert last["R_err"] < 0.01 and last["precision"] > 0.98  # the diagnostics see the same (0.0017, 1.0)
 
 
 def test_two_segment_split_finds_the_step():

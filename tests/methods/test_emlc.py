@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from lightning.pytorch import seed_everything
 
 from helpers.synthetic import SynthData, fit, make_batch, max_rel_diff, sgd, state
 from lnl.errors import ConfigError
+from lnl.hypergrad import functional_forward
 from lnl.methods.emlc import EMLC
+from lnl.models.backbones import features_and_logits
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -37,8 +40,92 @@ def test_jvp_equals_unrolled_through_the_method(extra) -> None:
     }
     a, b = state(runs["jvp"]), state(runs["unrolled"])
     assert max_rel_diff(a, b) < 1e-8
-    start = state(emlc()().double())  # the teachers moved (not a vacuous comparison)
-    assert max_rel_diff(start, b) > 1e-3
+    seed_everything(0, verbose=False)  # the same initialization as the fits
+    teacher = {
+        n: p.detach() for n, p in emlc(**extra)().double().named_parameters() if n.startswith("teacher.")
+    }
+    assert max_rel_diff(teacher, b) > 1e-3  # the teacher's parameters moved (not a vacuous comparison)
+
+
+@pytest.mark.parametrize("hypergrad", ["jvp", "unrolled"])
+def test_one_step_is_the_official_meta_step_written_out(hypergrad) -> None:
+    """Float64, plain SGD for both networks, k = 1: the official EMLC step (teacher CE on the clean batch; q =
+    w·onehot(ỹ) + (1 − w)·softmax(teacher logits), w = sigmoid(gate([h, E(ỹ)])) (Fig. 3); a differentiable SGD step
+    of the student on softCE(S(x), q); CE of the stepped student on the clean batch differentiated w.r.t. the
+    teacher through that step (Eq. 10); one teacher step on CE + meta-gradient; the student's real step), written
+    out with second-order autograd through a functional student step, equals the method's step."""
+    make = emlc(k=1, hypergrad=hypergrad, optimizer=sgd(0.1, 0.0, 0.0))
+    model = fit(make, precision="64-true", data=SynthData(1))
+    seed_everything(0, verbose=False)
+    ref = make().double().train()
+    start = {n: p.detach().clone() for n, p in ref.named_parameters()}
+    b = make_batch(0, 8, 8)
+    x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+    teacher = ref.teacher
+    t_params = list(teacher.parameters())
+    supervised = F.cross_entropy(features_and_logits(teacher.backbone, xc)[1], yc)
+    h, t_logits = features_and_logits(teacher.backbone, x)
+    w = torch.sigmoid(teacher.gate(torch.cat([h, teacher.embedding(y)], dim=1)).squeeze(1))[:, None]
+    q = w * F.one_hot(y, 4).double() + (1 - w) * F.softmax(t_logits, dim=1)
+    live = dict(ref.student.named_parameters())
+    student_loss = -(q * F.log_softmax(ref.student(x), dim=1)).sum(1).mean()
+    grads = torch.autograd.grad(student_loss, list(live.values()), create_graph=True)
+    virtual = {n: p - 0.1 * g for (n, p), g in zip(live.items(), grads)}
+    clean = F.cross_entropy(functional_forward(ref.student, virtual, None, xc), yc)
+    meta = torch.autograd.grad(clean, t_params, retain_graph=True, allow_unused=True)
+    sup = torch.autograd.grad(supervised, t_params, allow_unused=True)
+    with torch.no_grad():
+        for p, g_meta, g_sup in zip(t_params, meta, sup):
+            p.sub_(0.05 * sum(g for g in (g_meta, g_sup) if g is not None))
+        for p, g in zip(live.values(), grads):
+            p.sub_(0.1 * g)
+    assert max_rel_diff(state(model), state(ref)) < 1e-10
+    gate = {k: v for k, v in state(ref).items() if k.startswith("teacher.gate.")}
+    assert max_rel_diff(gate, start) > 1e-6  # the gate learns from the meta-gradient alone
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_k_step_meta_gradient_is_eq_8_written_out(reduction) -> None:
+    """Float64, plain SGD, k = 2: the teacher's step equals Eq. 8 written out, ∇_α ≈ −η g_wᵀ Σ_τ γ^{t−τ} H_{wα}^{(τ)}
+    with γ = 1 − η (÷ k for `mean`): H_{wα}^{(τ)} = ∂²softCE(S(x_τ; θ_τ), q_τ(α))/∂θ∂α at the student of step τ,
+    g_w = ∇CE of the last student on the closing step's clean batch; plus the teacher's CE on that clean batch."""
+    eta, k = 0.1, 2
+    make = emlc(k=k, kstep_reduction=reduction, optimizer=sgd(eta, 0.0, 0.0))
+    model = fit(make, precision="64-true", data=SynthData(k))
+    seed_everything(0, verbose=False)
+    ref = make().double().train()
+    teacher, student = ref.teacher, ref.student
+    t_params, live = list(teacher.parameters()), dict(student.named_parameters())
+    hessian_terms, sup = [], None
+    for j in range(k):
+        b = make_batch(j, 8, 8)
+        x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+        if j == k - 1:  # the closing step: the teacher's CE on its clean batch, then the meta-gradient
+            sup = F.cross_entropy(features_and_logits(teacher.backbone, xc)[1], yc)
+        h, t_logits = features_and_logits(teacher.backbone, x)
+        w = torch.sigmoid(teacher.gate(torch.cat([h, teacher.embedding(y)], dim=1)).squeeze(1))[:, None]
+        q = w * F.one_hot(y, 4).double() + (1 - w) * F.softmax(t_logits, dim=1)
+        theta = {n: p.detach().clone().requires_grad_(True) for n, p in live.items()}
+        student(x)  # the real forward (BN running statistics); the graph below is at the snapshot θ_j
+        loss = -(q * F.log_softmax(functional_forward(student, theta, None, x), dim=1)).sum(1).mean()
+        grads = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
+        hessian_terms.append(grads)
+        with torch.no_grad():
+            for p, g in zip(live.values(), grads):
+                p.sub_(eta * g)
+    clean = F.cross_entropy(functional_forward(student, dict(live), None, xc), yc)
+    g_w = torch.autograd.grad(clean, list(live.values()))
+    gamma = 1.0 - eta
+    surrogate = sum(
+        -eta * gamma ** (k - 1 - j) * sum((gw * g).sum() for gw, g in zip(g_w, grads))
+        for j, grads in enumerate(hessian_terms)
+    ) / (k if reduction == "mean" else 1)
+    meta = torch.autograd.grad(surrogate, t_params, allow_unused=True)
+    sup_grads = torch.autograd.grad(sup, t_params, allow_unused=True)
+    with torch.no_grad():
+        for p, g_meta, g_sup in zip(t_params, meta, sup_grads):
+            p.sub_(0.05 * sum(g for g in (g_meta, g_sup) if g is not None))
+    assert max_rel_diff(state(model), state(ref)) < 1e-10
 
 
 @pytest.mark.parametrize(
@@ -111,13 +198,13 @@ def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None
 
 
 def test_bad_options_are_config_errors() -> None:
-    for kw in (
-        {"k": 0},
-        {"k": 2, "hypergrad": "unrolled"},
-        {"corruption": "bogus"},
-        {"kstep_reduction": "max"},
+    for kw, message in (
+        ({"k": 0}, "model.k = 0: must be >= 1"),
+        ({"k": 2, "hypergrad": "unrolled"}, r"model.k = 2: .*<= 1 with hypergrad: unrolled"),
+        ({"corruption": "bogus"}, "model.corruption = 'bogus': allowed values are none, random, adversarial"),
+        ({"kstep_reduction": "max"}, "model.kstep_reduction = 'max': allowed values are"),
     ):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=message):
             emlc(**kw)()
 
 

@@ -25,11 +25,17 @@ def l2rw(**kw):
 @pytest.mark.parametrize("virtual_step", ["sgd", "optimizer"])
 def test_jvp_equals_unrolled_through_the_method(virtual_step) -> None:
     """Float64, BatchNorm student, momentum SGD with weight decay: identical trajectories (to 1e-8)."""
-    runs = {
-        h: state(fit(l2rw(hypergrad=h, virtual_step=virtual_step), precision="64-true", data=SynthData(3)))
+    models = {
+        h: fit(l2rw(hypergrad=h, virtual_step=virtual_step), precision="64-true", data=SynthData(3))
         for h in ("jvp", "unrolled")
     }
+    runs = {h: state(m) for h, m in models.items()}
     assert max_rel_diff(runs["jvp"], runs["unrolled"]) < 1e-8
+    for model in models.values():  # some weight > 0: not two weight-decay-only trajectories
+        assert model.trainer.callback_metrics["train/weight_positive"] > 0
+    seed_everything(0, verbose=False)
+    start = {n: p.detach() for n, p in l2rw()().double().named_parameters()}
+    assert max_rel_diff(start, runs["unrolled"]) > 1e-3  # well beyond the decay alone (3 steps of 5e-5)
 
 
 def test_one_step_is_algorithm_1() -> None:

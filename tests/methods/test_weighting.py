@@ -12,6 +12,7 @@ import yaml
 from helpers.synthetic import ShuffledTruthData, SynthData, fit, sgd
 from lnl.errors import ConfigError
 from lnl.methods import L2RW, MWNet
+from lnl.methods.weighting import SampleWeighting
 
 METHODS = {
     "mwnet": (MWNet, {"meta_optimizer": sgd(0.5, 0.0, 0.0)}),
@@ -26,11 +27,12 @@ def factory(name: str, **kw):  # noqa: ANN201
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_bad_options_are_one_line_config_errors(name: str) -> None:
-    bad = [{"hypergrad": "bogus"}, {"virtual_step": "momentum"}] + (
-        [{"hidden": 0}] if name == "mwnet" else []
-    )
-    for kw in bad:
-        with pytest.raises(ConfigError) as info:
+    bad = [
+        ({"hypergrad": "bogus"}, "model.hypergrad = 'bogus': allowed values are jvp, unrolled"),
+        ({"virtual_step": "momentum"}, "model.virtual_step = 'momentum': allowed values are sgd, optimizer"),
+    ] + ([({"hidden": 0}, "model.hidden = 0: must be positive")] if name == "mwnet" else [])
+    for kw, message in bad:
+        with pytest.raises(ConfigError, match=message) as info:
             factory(name, **kw)()
         assert "\n" not in str(info.value)
     adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731
@@ -40,13 +42,25 @@ def test_bad_options_are_one_line_config_errors(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(METHODS))
-def test_weight_diagnostics_split_the_weights_by_true_label(name: str) -> None:
-    """Diagnostics read y_true (training never does: the shared y_true property)."""
-    ref = fit(factory(name, hypergrad="jvp"), data=SynthData(2))
-    shuffled = fit(factory(name, hypergrad="jvp"), data=ShuffledTruthData(2))
-    logged, other = ref.trainer.callback_metrics, shuffled.trainer.callback_metrics
-    assert all(torch.isfinite(logged[f"train/weight_{k}_label"]) for k in ("right", "wrong"))
-    assert logged["train/weight_right_label"] != other["train/weight_right_label"]
+def test_weight_diagnostics_split_the_weights_by_true_label(name: str, monkeypatch) -> None:
+    """Diagnostics read y_true (training never does: the shared y_true property): the epoch's mean n·w over the
+    samples whose given label is right / wrong, recomputed from the weights the step used."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = SampleWeighting.log_weights
+
+    def spy(self, w, nb):  # noqa: ANN001, ANN202
+        seen.append((w.detach().clone(), (nb["y"] == nb["y_true"]).clone()))
+        return real(self, w, nb)
+
+    monkeypatch.setattr(SampleWeighting, "log_weights", spy)
+    logged = fit(factory(name, hypergrad="jvp"), data=SynthData(2)).trainer.callback_metrics
+    w, right = (torch.cat(t) for t in zip(*seen))
+    assert len(seen) == 2 and right.any() and (~right).any()
+    torch.testing.assert_close(logged["train/weight_right_label"], w[right].mean().float())
+    torch.testing.assert_close(logged["train/weight_wrong_label"], w[~right].mean().float())
+    assert not torch.allclose(w, w[0])  # the weights differ between samples (the split is not trivial)
+    shuffled = fit(factory(name, hypergrad="jvp"), data=ShuffledTruthData(2)).trainer.callback_metrics
+    assert logged["train/weight_right_label"] != shuffled["train/weight_right_label"]
 
 
 EXPECTED_CONFIGS = {

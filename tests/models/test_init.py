@@ -212,3 +212,20 @@ def test_supcontrast_resnet50_checkpoint_loads_into_resnet50_cifar(tmp_path: Pat
         own["trunk.1.3.shortcut.1.running_mean"], model["encoder.layer2.0.shortcut.1.running_mean"]
     )
     assert torch.equal(own["trunk.1.15.body.7.bias"], model["encoder.layer4.2.bn3.bias"])
+
+
+def test_torchvision_imagenet_resnet50_state_dict_loads_into_resnet50(tmp_path: Path) -> None:
+    """The README's torchvision ImageNet weights: `torchvision.models.resnet50().state_dict()` saved as a plain
+    `.pth` (the file torchvision downloads) fills every trunk tensor of lnl's ResNet-50; the classifier stays."""
+    import torchvision
+
+    torch.manual_seed(0)
+    donor = torchvision.models.resnet50(weights=None)  # ImageNet layout, fc 1000-way
+    torch.save(donor.state_dict(), tmp_path / "resnet50-0676ba61.pth")
+    target = create_backbone("resnet50", 14)
+    head = {k: v.clone() for k, v in target.get_classifier().state_dict().items()}
+    counts = load_matching_state(str(tmp_path / "resnet50-0676ba61.pth"), {"student": target})
+    trunk = {k: v for k, v in donor.state_dict().items() if not k.startswith("fc.")}
+    assert counts == {"student": len(trunk)} and len(trunk) == len(target.state_dict()) - 2
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in trunk.items())
+    assert all(torch.equal(target.get_classifier().state_dict()[k], v) for k, v in head.items())
