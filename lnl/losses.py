@@ -70,11 +70,12 @@ def gce_loss(logits: Tensor, labels: Tensor, q: float = 0.7, reduction: str = "m
 
 def pseudo_labels(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Hard pseudo labels from a teacher's logits: sampled from its softmax (DML Eq. 4, ŷ ~ P(·|x; θ_T)) with
-    `generator`, or the argmax without one. No gradient."""
+    `generator`, or the argmax without one. No gradient. Non-finite logits (a step whose finiteness check is
+    deferred, reported later) sample from zeros instead: torch.multinomial would stop the device on NaN."""
     with torch.no_grad():
         if generator is None:
             return logits.argmax(-1)
-        probs = logits.detach().float().softmax(-1)
+        probs = logits.detach().float().nan_to_num(0.0, 0.0, 0.0).softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 

@@ -86,6 +86,9 @@ class DML(TeacherStudent):
         self.diagnostics = SelectionDiagnostics(num_classes)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("h_mean", torch.zeros(()))  # moving average of h (the `h_baseline` b)
+        self._steps_host: int | None = (
+            None  # `steps_done` on the host: read once per fit or load, no sync per step
+        )
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -136,7 +139,9 @@ class DML(TeacherStudent):
 
         # teacher: h-weighted pseudo-label term, supervised term on 𝒮, UDA on 𝒰
         h_t = h - self.h_mean if hp.h_baseline is not None else h
-        ramp = min(1.0, float(self.steps_done + 1) / max(hp.uda_ramp_steps, 1))
+        if self._steps_host is None:
+            self._steps_host = int(self.steps_done)
+        ramp = min(1.0, float(self._steps_host + 1) / max(hp.uda_ramp_steps, 1))
         sel_t = smoothed_cross_entropy(t_w[mask], y[mask], hp.label_smoothing, reduction="sum") / per_rank[0]
         uda, conf = uda_consistency(t_w[~mask], t_s[~mask], hp.uda_temperature, hp.uda_threshold)
         loss_t = h_t.detach() * F.cross_entropy(t_s, pseudo) + (1 - lam) * sel_t
@@ -148,8 +153,17 @@ class DML(TeacherStudent):
         if hp.h_baseline is not None:
             self.h_mean.mul_(hp.h_baseline).add_((1 - hp.h_baseline) * h)
         self.steps_done += 1
+        self._steps_host += 1
         self.diagnostics.log_step(self, (1 - lam) * loss_pl.detach() + loss_rest.detach(), loss_t, h, counts,
                                   mask, nb, groups, conf)  # fmt: skip
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self._steps_host = None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._steps_host = None
 
     def begin_label_evidence(self) -> None:
         self._wrong_posterior = self.selector.wrong_label_posterior()
