@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from helpers.faults import NanAtBatch
 from helpers.synthetic import C, SynthData, fit, sgd
-
 from lnl.methods.base import NonFiniteError
 from lnl.methods.ce import CE
 from lnl.methods.dml import DML
