@@ -215,3 +215,11 @@ def test_a_dml_fit_through_device_views_on_generated_cifar_pickles(tmp_path: Pat
     assert dm.device_views is not None and len(seen) == 3 and seen[0].shape == (16, 3, 32, 32)
     assert trainer.global_step > 0 and all(torch.isfinite(p).all() for p in model.parameters())
     assert DataRequirements.of(model).train_views == ("weak", "strong")
+
+
+def test_views_bench_times_every_view() -> None:
+    from lnl.bench_views import run_views_bench
+
+    rows = run_views_bench("cpu", batch=8, steps=1)
+    assert [r.view for r in rows] == ["weak", "strong", "autoaugment"]
+    assert all(0 < r.host_ms <= r.wall_ms for r in rows)
