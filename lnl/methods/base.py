@@ -11,7 +11,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lnl.errors import ConfigError
@@ -55,6 +55,26 @@ def has_true_labels(stream: dict[str, Any]) -> bool:
     if flag is None and "y_true" in stream:
         flag = bool((stream["y_true"] >= 0).any())
     return bool(flag)
+
+
+class MaskedMean(Metric):
+    """mean(values[mask]) over an epoch and all ranks (NaN if nothing was masked in), updated without a host-device
+    sync: torchmetrics' MeanMetric reads `isnan(x).any()` back on every update (its nan_strategy)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: Tensor, mask: Tensor) -> None:
+        mask = mask.bool()
+        self.total += torch.where(mask, values.double(), torch.zeros_like(values, dtype=torch.float64)).sum()
+        self.count += mask.sum()
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count).float()
 
 
 def _key(name: str) -> str:
@@ -110,7 +130,7 @@ class LNLModule(LightningModule):
                 for name in self.eval_nets
             }
         )
-        self.means = nn.ModuleDict({_key(name): MeanMetric() for name in self.epoch_means})
+        self.means = nn.ModuleDict({_key(name): MaskedMean() for name in self.epoch_means})
         self.skipped_nonfinite = 0  # training steps skipped by on_nonfinite: skip (kept in checkpoints)
         self._skipped_batch = -1
         self._first_nonfinite: dict[str, Tensor] = {}  # deferred checks: term -> first bad step (-1: none)
@@ -314,7 +334,7 @@ class LNLModule(LightningModule):
     def log_masked_mean(self, name: str, values: Tensor, mask: Tensor) -> None:
         """Accumulate mean(values[mask]) over the epoch (all ranks) without a host sync; NaN if nothing was masked in."""
         metric = self.means[_key(name)]
-        metric.update(values.detach().float(), mask.float())
+        metric.update(values.detach().float(), mask)
         self.log(name, metric, on_step=False, on_epoch=True)
 
     # ---------------------------------------------------------------- evaluation

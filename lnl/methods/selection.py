@@ -392,7 +392,8 @@ class SmallLossSelector(nn.Module):
     def _per_batch(self, labels: Tensor, scores: Tensor, ratio: Tensor) -> Tensor:
         order = torch.argsort(scores, stable=True)
         order = order[torch.argsort(labels[order], stable=True)]
-        counts = torch.bincount(labels, minlength=self.num_classes)
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=labels.device)
+        counts.index_add_(0, labels, torch.ones_like(labels))  # bincount would read max(labels) back (a sync)
         offsets = torch.cumsum(counts, 0) - counts
         sorted_labels = labels[order]
         rank = torch.arange(labels.numel(), device=labels.device) - offsets[sorted_labels]
@@ -414,11 +415,12 @@ class SmallLossSelector(nn.Module):
             return
         b = self.h_momentum
         if self.rule == "global":
-            if float(n_c.sum()) <= 0:
-                return
-            self.h_ema_global.mul_(b).add_((1 - b) * torch.as_tensor(h, dtype=self.h_ema_global.dtype))
+            any_selected = n_c.to(self.h_ema_global.device).sum() > 0  # a tensor: no host-device sync
+            h_t = torch.as_tensor(h, dtype=self.h_ema_global.dtype, device=self.h_ema_global.device)
+            moved = b * self.h_ema_global + (1 - b) * h_t
+            self.h_ema_global.copy_(torch.where(any_selected, moved, self.h_ema_global))
             step = self.delta * torch.sign(self.h_ema_global)
-            present = torch.ones_like(self.ratio, dtype=torch.bool)
+            present = any_selected.expand_as(self.ratio)
         else:
             present = n_c.to(self.h_ema.device) > 0
             h_c = h_c.to(self.h_ema)
