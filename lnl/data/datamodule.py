@@ -168,9 +168,8 @@ class NoisyLabelDataModule(LightningDataModule):
         """`augment_on` resolved: `auto` is device for in-memory CIFAR / Digits images trained on CUDA."""
         mode = self.hparams.augment_on
         if mode == "auto":
-            trainer = self.trainer
-            on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
-            return on_cuda and self.device_capable
+            device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+            return device is not None and device.type == "cuda" and self.device_capable
         return mode == "device"
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -194,6 +195,14 @@ def test_file_backed_images_stay_on_the_loader_path(tmp_path: Path) -> None:
     dm = NoisyLabelDataModule("clothing1m", **kwargs)  # auto
     assert not dm.device_capable and dm.num_workers == max(0, min(8, (os.cpu_count() or 1) - 1))
     assert NoisyLabelDataModule("digits").num_workers == 0
+
+
+def test_auto_draws_on_the_device_for_in_memory_images_trained_on_cuda() -> None:
+    for mode, device, want in (("auto", "cuda", True), ("auto", "cpu", False), ("loader", "cuda", False),
+                               ("device", "cpu", True)):  # fmt: skip
+        dm = NoisyLabelDataModule("digits", augment_on=mode)
+        dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        assert dm.augments_on_device() is want, (mode, device)
 
 
 def test_a_dml_fit_through_device_views_on_generated_cifar_pickles(tmp_path: Path) -> None:
