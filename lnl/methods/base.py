@@ -11,10 +11,10 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lnl.errors import ConfigError
+from lnl.methods.masked_mean import MaskedMean
 from lnl.models.backbones import create_backbone
 from lnl.models.init import load_matching_state
 from lnl.report.evidence import LabelEvidence, loss_based_evidence
@@ -55,26 +55,6 @@ def has_true_labels(stream: dict[str, Any]) -> bool:
     if flag is None and "y_true" in stream:
         flag = bool((stream["y_true"] >= 0).any())
     return bool(flag)
-
-
-class MaskedMean(Metric):
-    """mean(values[mask]) over an epoch and all ranks (NaN if nothing was masked in), updated without a host-device
-    sync: torchmetrics' MeanMetric reads `isnan(x).any()` back on every update (its nan_strategy)."""
-
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, values: Tensor, mask: Tensor) -> None:
-        mask = mask.bool()
-        self.total += torch.where(mask, values.double(), torch.zeros_like(values, dtype=torch.float64)).sum()
-        self.count += mask.sum()
-
-    def compute(self) -> Tensor:
-        return (self.total / self.count).float()
 
 
 def _key(name: str) -> str:

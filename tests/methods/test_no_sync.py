@@ -87,3 +87,18 @@ def test_a_training_step_reads_nothing_back_from_the_device(
     spy = SyncsPerStep()
     fit(build, data=SynthData(n_batches=4), max_epochs=2, log_every_n_steps=1000, callbacks=[spy])
     assert len(spy.steps) == 3 and all(not c for c in spy.steps), spy.steps
+
+
+def test_masked_mean_is_the_mean_over_masked_in_samples_without_reading_back() -> None:
+    from lnl.methods.masked_mean import MaskedMean
+
+    metric, values = MaskedMean(), [torch.randn(7) for _ in range(3)]
+    masks = [v > 0 for v in values]
+    with _Count() as mode:
+        for v, m in zip(values, masks):
+            metric.update(v, m)
+    assert not mode.ops
+    torch.testing.assert_close(metric.compute(), torch.cat(values)[torch.cat(masks)].mean())
+    empty = MaskedMean()
+    empty.update(torch.ones(3), torch.zeros(3, dtype=torch.bool))
+    assert torch.isnan(empty.compute())
