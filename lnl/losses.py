@@ -47,15 +47,31 @@ def kd_loss(
     return temperature**2 * kl.mean()
 
 
+def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
+    """`values[mask].sum()` without boolean indexing (which reads the mask's count back from the device)."""
+    return torch.where(mask, values, torch.zeros_like(values)).sum()
+
+
 def uda_consistency(
-    logits_weak: Tensor, logits_strong: Tensor, temperature: float, threshold: float
+    logits_weak: Tensor,
+    logits_strong: Tensor,
+    temperature: float,
+    threshold: float,
+    keep: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """UDA consistency (Xie et al. 2020): mean_i 1[max p_i ≥ thr]·CE(sg p_i, strong_i), p = softmax(weak/τ).
 
-    Returns the loss (mean over all given samples, 0 for an empty batch) and the confidence mask.
+    Returns the loss (mean over all given samples, 0 for an empty batch) and the confidence mask. With a bool
+    `keep`, the mean runs over the kept rows only (0 when none) and the mask is 0 outside them: the same numbers
+    as indexing both batches by `keep`, without the host-device sync of boolean indexing.
     """
     target = F.softmax(logits_weak.detach() / temperature, dim=-1)
     mask = (target.max(dim=-1).values >= threshold).to(logits_strong.dtype)
+    if keep is not None:
+        mask = mask * keep.to(mask.dtype)
+        per_sample = soft_cross_entropy(logits_strong, target, reduction="none")
+        kept = torch.where(keep, per_sample * mask, torch.zeros_like(per_sample))  # no NaN from dropped rows
+        return kept.sum() / keep.sum().clamp_min(1), mask
     if logits_strong.shape[0] == 0:
         return logits_strong.sum() * 0.0, mask
     per_sample = soft_cross_entropy(logits_strong, target, reduction="none")
@@ -70,11 +86,12 @@ def gce_loss(logits: Tensor, labels: Tensor, q: float = 0.7, reduction: str = "m
 
 def pseudo_labels(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Hard pseudo labels from a teacher's logits: sampled from its softmax (DML Eq. 4, ŷ ~ P(·|x; θ_T)) with
-    `generator`, or the argmax without one. No gradient."""
+    `generator`, or the argmax without one. No gradient. Non-finite logits (a step whose finiteness check is
+    deferred, reported later) sample from zeros instead: torch.multinomial would stop the device on NaN."""
     with torch.no_grad():
         if generator is None:
             return logits.argmax(-1)
-        probs = logits.detach().float().softmax(-1)
+        probs = logits.detach().float().nan_to_num(0.0, 0.0, 0.0).softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 

@@ -7,6 +7,7 @@ from lnl.losses import (
     accuracy,
     gce_loss,
     kd_loss,
+    masked_sum,
     nt_xent,
     smoothed_cross_entropy,
     soft_cross_entropy,
@@ -42,6 +43,20 @@ def test_uda_masks_unconfident_samples_and_stops_gradient_to_weak_view() -> None
     assert mask.tolist() == [1.0, 0.0]
     loss.backward()
     assert weak.grad is None and strong.grad[1].abs().sum() == 0 and strong.grad[0].abs().sum() > 0
+
+
+def test_kept_rows_equal_boolean_indexing_without_it() -> None:
+    weak, strong = torch.randn(6, 3, dtype=torch.float64) * 3, torch.randn(6, 3, dtype=torch.float64)
+    keep = torch.tensor([True, False, True, True, False, True])
+    weak[1], strong[4] = float("nan"), float("inf")  # dropped rows must not leak into the kept ones
+    loss, mask = uda_consistency(weak, strong, 1.0, 0.6, keep=keep)
+    ref, ref_mask = uda_consistency(weak[keep], strong[keep], 1.0, 0.6)
+    torch.testing.assert_close(loss, ref, rtol=1e-15, atol=0)
+    assert mask[keep].tolist() == ref_mask.tolist() and mask[~keep].abs().sum() == 0
+    none = torch.zeros(6, dtype=torch.bool)
+    assert uda_consistency(weak, strong, 1.0, 0.6, keep=none)[0] == 0
+    values = torch.randn(6, dtype=torch.float64).masked_fill(~keep, float("nan"))
+    torch.testing.assert_close(masked_sum(values, keep), values[keep].sum(), rtol=1e-15, atol=0)
 
 
 def test_gce_interpolates_between_mae_and_ce() -> None:

@@ -17,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
+from lnl.data.device_views import DEVICE_FAMILIES, DeviceViews
 from lnl.data.file_sources import FolderFiles
 from lnl.data.loading import EpochSampler, LabelledImages
 from lnl.data.longtail import longtail_subsample
@@ -83,6 +84,11 @@ class NoisyLabelDataModule(LightningDataModule):
         predict_on: what `lnl predict` predicts: a split (`test`, `train` = every used training sample, `noisy`,
             `clean`, `val`); ignored when `predict_images` is set.
         predict_images: a folder, or a CSV whose first column lists image paths, of new images to predict.
+        num_workers: loader processes; None: min(8, cpus - 1) for file-backed images (Clothing1M, folder_csv),
+            0 for in-memory ones.
+        augment_on: where the training views are drawn: `device` (in-memory uint8 images kept on the training
+            device, views drawn there in batches: `lnl.data.device_views`), `loader` (per sample in the loader
+            processes) or `auto` (device for in-memory CIFAR / Digits images when training on CUDA, else loader).
     """
 
     def __init__(
@@ -99,7 +105,7 @@ class NoisyLabelDataModule(LightningDataModule):
         batch_size: int = 128,
         clean_batch_size: int | None = None,
         eval_batch_size: int = 512,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         split_seed: int = 0,
         noise_seed: int = 0,
         samples_per_epoch: int | None = None,
@@ -107,12 +113,17 @@ class NoisyLabelDataModule(LightningDataModule):
         folder: FolderFiles | None = None,
         predict_on: Literal["test", "train", "noisy", "clean", "val"] = "test",
         predict_images: str | None = None,
+        augment_on: Literal["auto", "device", "loader"] = "auto",
     ) -> None:
         super().__init__()
         self.noise = noise or NoiseSpec()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{name} = {value}: must be a positive integer")
+        if augment_on not in ("auto", "device", "loader"):
+            raise ConfigError(f"data.augment_on = {augment_on!r}: allowed are auto, device, loader")
+        if num_workers is not None and num_workers < 0:
+            raise ConfigError(f"data.num_workers = {num_workers}: must be >= 0 (or null for the default)")
         self.save_hyperparameters(ignore=["noise", "folder"])
         kwargs = dict(source_kwargs or {})
         if folder is not None:
@@ -132,6 +143,34 @@ class NoisyLabelDataModule(LightningDataModule):
         self.resume_position: tuple[int, int] | None = None  # (epoch, batches done) of a mid-epoch checkpoint
         self.predict_paths = list_new_images(predict_images) if predict_images else None  # bad paths fail now
         self._build()  # split and noise now, so that bad settings fail before any training machinery starts
+        if augment_on == "device" and not self.device_capable:
+            raise ConfigError(
+                f"data.augment_on = 'device' for dataset {dataset!r}: only in-memory images of the "
+                f"{' / '.join(DEVICE_FAMILIES)} families can be augmented on the device; use loader or auto"
+            )
+        self.device_views: DeviceViews | None = (
+            None  # set by setup("fit") when the views are drawn on the device
+        )
+
+    @property
+    def device_capable(self) -> bool:
+        """Whether the training images are one in-memory uint8 array of a family with device views."""
+        return self.train_set.images is not None and self.source.family in DEVICE_FAMILIES
+
+    @property
+    def num_workers(self) -> int:
+        """`num_workers`, or its default: min(8, cpus - 1) for file-backed images, 0 for in-memory ones."""
+        if self.hparams.num_workers is not None:
+            return self.hparams.num_workers
+        return 0 if self.train_set.images is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+
+    def augments_on_device(self) -> bool:
+        """`augment_on` resolved: `auto` is device for in-memory CIFAR / Digits images trained on CUDA."""
+        mode = self.hparams.augment_on
+        if mode == "auto":
+            device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+            return device is not None and device.type == "cuda" and self.device_capable
+        return mode == "device"
 
     @property
     def num_classes(self) -> int:
@@ -327,31 +366,51 @@ class NoisyLabelDataModule(LightningDataModule):
         PyTorch instability (pytorch/pytorch#91252, which Lightning warns about)."""
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-            num_workers=self.hparams.num_workers, persistent_workers=train and self.hparams.num_workers > 0,
+            num_workers=self.num_workers, persistent_workers=train and self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )  # fmt: skip
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Flag on the host whether a train stream carries true labels (`has_true`): no device sync in a step."""
+        """Flag on the host whether a train stream carries true labels (`has_true`): no device sync in a step;
+        with device views, draw each sample's augmentation on the host from its (epoch, index)."""
         if isinstance(batch, dict):
             for stream in batch.values():
                 if isinstance(stream, dict) and "y_true" in stream:
                     stream["has_true"] = bool((stream["y_true"] >= 0).any())
+            if self.device_views is not None:
+                self.device_views.plan(batch)
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With device views, make each training stream's views on the device (the loader path's `x`)."""
+        if self.device_views is not None and isinstance(batch, dict):
+            self.device_views.apply(batch)
         return batch
 
     def train_dataloader(self) -> Any:
         hp, req, t = self.hparams, self.requirements, self._transforms()
         rank, world = self._dist()
-        views: dict[str, Any] = {}
+        names: dict[str, str] = {}
         # a repeated view gets a numbered key: ("strong", "strong") -> strong, strong2
         for i, view in enumerate(req.train_views):
             n = req.train_views[:i].count(view)
-            views[view if n == 0 else f"{view}{n + 1}"] = getattr(t, view)
+            names[view if n == 0 else f"{view}{n + 1}"] = view
+        views: Any = {key: getattr(t, view) for key, view in names.items()}
+        views = views if len(views) > 1 else views[next(iter(views))]
+        clean_view = "autoaugment" if req.clean_augment == "autoaugment" else "weak"
+        self.device_views = None
+        if self.augments_on_device():
+            source = self.source
+            streams = {"noisy": (self._seed(), names if len(names) > 1 else {"": req.train_views[0]}),
+                       "clean": (self._seed() + 1, {"": clean_view})}  # fmt: skip
+            self.device_views = DeviceViews(
+                self.train_set.images, source.family, source.image_size, source.mean, source.std, streams
+            )
+            views = None  # the loader hands out labels and (epoch, index); views are drawn on the device
         train_ids = {"noisy": self.noisy_index, "clean": self.clean_index,
                      "both": np.concatenate([self.noisy_index, self.clean_index])}[hp.train_on]  # fmt: skip
         noisy_set = LabelledImages(
-            self.train_set, self.given_labels, self.true_labels,
-            views if len(views) > 1 else views[req.train_views[0]], seed=self._seed(),
+            self.train_set, self.given_labels, self.true_labels, views, seed=self._seed(),
         )  # fmt: skip
         per_epoch = None
         if hp.samples_per_epoch:
@@ -366,7 +425,7 @@ class NoisyLabelDataModule(LightningDataModule):
         if not req.needs_clean:
             return {"noisy": noisy}
         clean_bs = hp.clean_batch_size or hp.batch_size
-        clean_t = t.clean_autoaugment if req.clean_augment == "autoaugment" else t.weak
+        clean_t = None if self.device_views is not None else t.get(clean_view)
         clean_set = LabelledImages(self.train_set, self.given_labels, None, clean_t, seed=self._seed() + 1)
         n_batches = max(len(noisy), 1)
         clean_sampler = EpochSampler(
@@ -412,9 +471,7 @@ class NoisyLabelDataModule(LightningDataModule):
             ids = np.sort(np.concatenate([self.noisy_index, self.clean_index, self.val_index]))
         dataset = LabelledImages(images, labels, None, self._transforms().eval)
         sampler = EpochSampler(ids, seed=0, shuffle=False)
-        return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=self.hparams.num_workers
-        )
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
         """`predict_images` (new images), or the split named by `predict_on`; items carry index (and path)."""
@@ -422,7 +479,7 @@ class NoisyLabelDataModule(LightningDataModule):
         if self.predict_paths is not None:
             mode = "L" if self.in_chans == 1 else "RGB"
             dataset = NewImages(self.predict_paths, self._transforms().eval, mode)
-            return DataLoader(dataset, batch_size=hp.eval_batch_size, num_workers=hp.num_workers)
+            return DataLoader(dataset, batch_size=hp.eval_batch_size, num_workers=self.num_workers)
         if hp.predict_on == "test":
             return self.test_dataloader()
         ids = {

@@ -21,6 +21,8 @@ class LabelledImages(Dataset):
 
     The sampler yields (epoch, index) pairs; each sample's augmentation is drawn from torch's RNG seeded with
     (seed, epoch, index) inside `fork_rng`, so a run does not depend on the worker count and resumes exactly.
+    With ``transforms=None`` an item carries no image but its ``epoch``: the views are drawn on the training
+    device from (seed, epoch, index) (`lnl.data.device_views`).
     """
 
     def __init__(
@@ -28,7 +30,7 @@ class LabelledImages(Dataset):
         images: ImageSet,
         labels: np.ndarray,
         true_labels: np.ndarray | None,
-        transforms: dict[str, Callable] | Callable,
+        transforms: dict[str, Callable] | Callable | None,
         seed: int = 0,
     ) -> None:
         self.images, self.seed = images, seed
@@ -41,6 +43,9 @@ class LabelledImages(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
+        if self.transforms is None:
+            item = {"y": self.labels[index], "index": index, "epoch": epoch}
+            return item if self.true_labels is None else item | {"y_true": self.true_labels[index]}
         image = self.images.image(index)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(_sample_seed(self.seed, epoch, index))

@@ -11,10 +11,10 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lnl.errors import ConfigError
+from lnl.methods.masked_mean import MaskedMean
 from lnl.models.backbones import create_backbone
 from lnl.models.init import load_matching_state
 from lnl.report.evidence import LabelEvidence, loss_based_evidence
@@ -76,6 +76,10 @@ class LNLModule(LightningModule):
     eval_nets: ClassVar[tuple[str, ...]] = ("student",)
     epoch_means: ClassVar[tuple[str, ...]] = ()  # names logged with `log_masked_mean`
     metric_suffix: str = ""  # val/test metrics name their checkpoint when set, e.g. `test/acc_last`
+    # Finiteness checks: "eager" reads each check back at once (a host-device sync); "deferred" keeps a flag on
+    # the device and reads it every `log_every_n_steps` steps, at epoch end and before a checkpoint is written;
+    # None: deferred for CUDA tensors with on_nonfinite: raise (skipping a step needs its answer at once).
+    finite_checks: Literal["eager", "deferred"] | None = None
 
     def __init__(
         self,
@@ -106,9 +110,10 @@ class LNLModule(LightningModule):
                 for name in self.eval_nets
             }
         )
-        self.means = nn.ModuleDict({_key(name): MeanMetric() for name in self.epoch_means})
+        self.means = nn.ModuleDict({_key(name): MaskedMean() for name in self.epoch_means})
         self.skipped_nonfinite = 0  # training steps skipped by on_nonfinite: skip (kept in checkpoints)
         self._skipped_batch = -1
+        self._first_nonfinite: dict[str, Tensor] = {}  # deferred checks: term -> first bad step (-1: none)
 
     def _callable_arg_names(self) -> list[str]:
         import inspect
@@ -176,7 +181,13 @@ class LNLModule(LightningModule):
                 for buf in getattr(self, name).buffers():
                     dist.broadcast(buf, src=0)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if self._first_nonfinite and (batch_idx + 1) % max(every, 1) == 0:
+            self.raise_deferred_nonfinite()
+
     def on_train_epoch_end(self) -> None:
+        self.raise_deferred_nonfinite()
         if self.automatic_optimization:
             return
         schedulers = self.lr_schedulers()
@@ -221,7 +232,20 @@ class LNLModule(LightningModule):
         opt.zero_grad(set_to_none=True)
 
     def check_finite(self, name: str, value: Tensor) -> bool:
-        """True if `value` is finite; otherwise raise NonFiniteError (or return False with on_nonfinite=skip)."""
+        """True if `value` is finite; otherwise raise NonFiniteError (or return False with on_nonfinite=skip).
+
+        Deferred (`finite_checks`): always True; the first non-finite step per term is kept on the device and
+        `raise_deferred_nonfinite` raises for it, naming that step and term, at the next check point.
+        """
+        mode = self.finite_checks or (
+            "deferred" if value.is_cuda and self.hparams.on_nonfinite == "raise" else "eager"
+        )
+        if mode == "deferred":
+            ok = torch.isfinite(value.detach()).all()
+            first = self._first_nonfinite.get(name)
+            first = torch.full((), -1, dtype=torch.long, device=value.device) if first is None else first
+            self._first_nonfinite[name] = torch.where((first < 0) & ~ok, self.global_step, first)
+            return True
         if bool(torch.isfinite(value.detach()).all()):
             return True
         if self.hparams.on_nonfinite == "skip":
@@ -235,6 +259,22 @@ class LNLModule(LightningModule):
             "lower the learning rate, or set model.on_nonfinite: skip to skip such steps"
         )
 
+    def raise_deferred_nonfinite(self) -> None:
+        """Read the deferred finiteness flags (one host-device sync) and raise for the earliest bad step."""
+        if not self._first_nonfinite:
+            return
+        names = list(self._first_nonfinite)
+        steps = torch.stack([self._first_nonfinite[n] for n in names]).tolist()
+        bad = [
+            (s, i, n) for i, (s, n) in enumerate(zip(steps, names)) if s >= 0
+        ]  # ties: the first-checked term
+        if bad:
+            step, _, name = min(bad)
+            raise NonFiniteError(
+                f"non-finite {name} at step {step} (found at step {self.global_step}, epoch {self.current_epoch}); "
+                "lower the learning rate, or set model.on_nonfinite: skip to skip such steps"
+            )
+
     def finite_batch(self, batch: dict[str, Any]) -> bool:
         """`check_finite` on the training batch's images (every stream, every view), before any forward pass."""
         images = [
@@ -246,6 +286,7 @@ class LNLModule(LightningModule):
         return self.check_finite("input batch", torch.stack(images)) if images else True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.raise_deferred_nonfinite()  # never write a checkpoint past an unreported non-finite step
         checkpoint["skipped_nonfinite"] = self.skipped_nonfinite
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -273,7 +314,7 @@ class LNLModule(LightningModule):
     def log_masked_mean(self, name: str, values: Tensor, mask: Tensor) -> None:
         """Accumulate mean(values[mask]) over the epoch (all ranks) without a host sync; NaN if nothing was masked in."""
         metric = self.means[_key(name)]
-        metric.update(values.detach().float(), mask.float())
+        metric.update(values.detach().float(), mask)
         self.log(name, metric, on_step=False, on_epoch=True)
 
     # ---------------------------------------------------------------- evaluation

@@ -16,6 +16,7 @@ from lnl.hypergrad import all_reduce_mean_dict, world_size
 from lnl.hypergrad.feedback import check_sign, create_feedback, lookahead_feedback
 from lnl.losses import (
     kd_loss,
+    masked_sum,
     per_sample_cross_entropy,
     pseudo_labels,
     smoothed_cross_entropy,
@@ -86,6 +87,9 @@ class DML(TeacherStudent):
         self.diagnostics = SelectionDiagnostics(num_classes)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("h_mean", torch.zeros(()))  # moving average of h (the `h_baseline` b)
+        self._steps_host: int | None = (
+            None  # `steps_done` on the host: read once per fit or load, no sync per step
+        )
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -118,7 +122,9 @@ class DML(TeacherStudent):
             s_logits, t_w.detach(), hp.kd_temperature, hp.kd_direction != "teacher_student"
         )
         if hp.student_noisy_ce > 0:
-            sel_ce = smoothed_cross_entropy(s_logits[mask], y[mask], hp.label_smoothing, reduction="sum")
+            sel_ce = masked_sum(
+                smoothed_cross_entropy(s_logits, y, hp.label_smoothing, reduction="none"), mask
+            )
             loss_rest = loss_rest + hp.student_noisy_ce * (1 - lam) * sel_ce / per_rank[0]
         s_params = dict(self.student.named_parameters())
         h = torch.zeros((), device=y.device)
@@ -136,11 +142,16 @@ class DML(TeacherStudent):
 
         # teacher: h-weighted pseudo-label term, supervised term on 𝒮, UDA on 𝒰
         h_t = h - self.h_mean if hp.h_baseline is not None else h
-        ramp = min(1.0, float(self.steps_done + 1) / max(hp.uda_ramp_steps, 1))
-        sel_t = smoothed_cross_entropy(t_w[mask], y[mask], hp.label_smoothing, reduction="sum") / per_rank[0]
-        uda, conf = uda_consistency(t_w[~mask], t_s[~mask], hp.uda_temperature, hp.uda_threshold)
+        if self._steps_host is None:
+            self._steps_host = int(self.steps_done)
+        ramp = min(1.0, float(self._steps_host + 1) / max(hp.uda_ramp_steps, 1))
+        ce_t = smoothed_cross_entropy(t_w, y, hp.label_smoothing, reduction="none")
+        sel_t = masked_sum(ce_t, mask) / per_rank[0]  # masked sums: boolean indexing would sync with the host
+        n_unsel = (~mask).sum()
+        uda, conf = uda_consistency(t_w, t_s, hp.uda_temperature, hp.uda_threshold, keep=~mask)
         loss_t = h_t.detach() * F.cross_entropy(t_s, pseudo) + (1 - lam) * sel_t
-        loss_t = loss_t + hp.alpha * ramp * uda * (~mask).sum() / per_rank[1]
+        loss_t = loss_t + hp.alpha * ramp * uda * n_unsel / per_rank[1]
+        conf_rate = conf.sum() / n_unsel.clamp_min(1)  # share of confident samples in 𝒰 (0 when 𝒰 is empty)
         if self.check_finite("teacher loss", loss_t):
             t_params = list(self.teacher.parameters())
             grads_t = torch.autograd.grad(loss_t, t_params, allow_unused=True)
@@ -148,8 +159,17 @@ class DML(TeacherStudent):
         if hp.h_baseline is not None:
             self.h_mean.mul_(hp.h_baseline).add_((1 - hp.h_baseline) * h)
         self.steps_done += 1
+        self._steps_host += 1
         self.diagnostics.log_step(self, (1 - lam) * loss_pl.detach() + loss_rest.detach(), loss_t, h, counts,
-                                  mask, nb, groups, conf)  # fmt: skip
+                                  mask, nb, groups, conf_rate)  # fmt: skip
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self._steps_host = None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._steps_host = None
 
     def begin_label_evidence(self) -> None:
         self._wrong_posterior = self.selector.wrong_label_posterior()

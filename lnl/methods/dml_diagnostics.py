@@ -41,12 +41,13 @@ class SelectionDiagnostics:
     def reset(self) -> None:
         self.sel = self.groups = None
 
-    def log_step(self, module: Any, loss_s, loss_t, h, counts, mask, nb, groups, conf) -> None:  # noqa: ANN001
-        """Per-step scalars (names kept stable for dashboards) and the epoch accumulators."""
+    def log_step(self, module: Any, loss_s, loss_t, h, counts, mask, nb, groups, uda_rate) -> None:  # noqa: ANN001
+        """Per-step scalars (names kept stable for dashboards) and the epoch accumulators; `uda_rate` is the
+        share of 𝒰 whose teacher confidence passes the UDA threshold (`train/uda_mask`)."""
         r = module.selector.current_ratio(module.current_epoch)
         logs = {"loss_student": loss_s, "loss_teacher": loss_t, "h": h, "selected_frac": counts[0] / counts.sum(),
                 "R_mean": r.mean(), "R_min": r.min(), "R_max": r.max(),
-                "uda_mask": conf.mean() if conf.numel() else torch.zeros(())}  # fmt: skip
+                "uda_mask": uda_rate}  # fmt: skip
         if has_true_labels(nb):
             y, y_true = nb["y"], nb["y_true"]
             c = selection_counts(mask, y, y_true)

@@ -176,6 +176,9 @@ class SmallLossSelector(nn.Module):
         self.register_buffer("thresholds", torch.full((num_classes,), float("inf")))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_refresh_epoch", torch.full((), -1, dtype=torch.long))
+        self._host: list[int] | None = (
+            None  # [step, last_refresh_epoch] mirrored on the host (no sync per step)
+        )
         self.register_buffer("times_seen", torch.zeros(num_samples))  # after warm-up: selection frequency
         self.register_buffer("times_selected", torch.zeros(num_samples))
 
@@ -211,6 +214,7 @@ class SmallLossSelector(nn.Module):
             self.evidence_seen = self.evidence_seen[:0]
             self.times_seen, self.times_selected = self.times_seen[:0], self.times_selected[:0]
             self._resize(n.numel())
+        self._host = None  # counters change: read them again
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _gathered(self, index: Tensor, *columns: Tensor) -> tuple[Tensor, ...] | None:
@@ -311,13 +315,23 @@ class SmallLossSelector(nn.Module):
             tau = torch.zeros_like(q)
         self.thresholds.copy_(torch.where(has, tau, torch.full_like(tau, float("inf"))))
         self.last_refresh_epoch.fill_(epoch)
+        if self._host is not None:
+            self._host[1] = epoch
+
+    def _host_counters(self) -> list[int]:
+        """[step, last_refresh_epoch] on the host: read from the buffers once (after construction or a load), then
+        kept in step with them, so deciding a refresh costs no host-device sync."""
+        if self._host is None:
+            self._host = [int(self.step), int(self.last_refresh_epoch)]
+        return self._host
 
     def _needs_refresh(self, epoch: int) -> bool:
         if epoch == 0:
             return True
+        step, last = self._host_counters()
         if self.refresh_every is None:
-            return int(self.last_refresh_epoch) != epoch
-        return int(self.step) % self.refresh_every == 0
+            return last != epoch
+        return step % self.refresh_every == 0
 
     # ------------------------------------------------------------------------------------------- select
     @torch.no_grad()
@@ -336,6 +350,8 @@ class SmallLossSelector(nn.Module):
             if epoch >= self.warmup_epochs:
                 self._count(index, mask)
         self.step += 1
+        if self._host is not None:
+            self._host[0] += 1
         return mask
 
     def _count(self, index: Tensor, mask: Tensor) -> None:
@@ -376,7 +392,8 @@ class SmallLossSelector(nn.Module):
     def _per_batch(self, labels: Tensor, scores: Tensor, ratio: Tensor) -> Tensor:
         order = torch.argsort(scores, stable=True)
         order = order[torch.argsort(labels[order], stable=True)]
-        counts = torch.bincount(labels, minlength=self.num_classes)
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=labels.device)
+        counts.index_add_(0, labels, torch.ones_like(labels))  # bincount would read max(labels) back (a sync)
         offsets = torch.cumsum(counts, 0) - counts
         sorted_labels = labels[order]
         rank = torch.arange(labels.numel(), device=labels.device) - offsets[sorted_labels]
@@ -398,11 +415,12 @@ class SmallLossSelector(nn.Module):
             return
         b = self.h_momentum
         if self.rule == "global":
-            if float(n_c.sum()) <= 0:
-                return
-            self.h_ema_global.mul_(b).add_((1 - b) * torch.as_tensor(h, dtype=self.h_ema_global.dtype))
+            any_selected = n_c.to(self.h_ema_global.device).sum() > 0  # a tensor: no host-device sync
+            h_t = torch.as_tensor(h, dtype=self.h_ema_global.dtype, device=self.h_ema_global.device)
+            moved = b * self.h_ema_global + (1 - b) * h_t
+            self.h_ema_global.copy_(torch.where(any_selected, moved, self.h_ema_global))
             step = self.delta * torch.sign(self.h_ema_global)
-            present = torch.ones_like(self.ratio, dtype=torch.bool)
+            present = any_selected.expand_as(self.ratio)
         else:
             present = n_c.to(self.h_ema.device) > 0
             h_c = h_c.to(self.h_ema)
