@@ -22,10 +22,12 @@ from lnl.data.loading import EpochSampler, LabelledImages
 from lnl.data.longtail import longtail_subsample
 from lnl.data.new_images import NewImages, list_new_images
 from lnl.data.noise import NoiseSpec, apply_noise, read_label_file, realized_rate
+from lnl.data.sizing import Sizing, fit_to_data
 from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source
 from lnl.data.splits import make_split
 from lnl.data.transforms import build_transforms
 from lnl.errors import ConfigError
+from lnl.report.class_names import write_classes
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ class NoisyLabelDataModule(LightningDataModule):
         predict_on: what `lnl predict` predicts: a split (`test`, `train` = every used training sample, `noisy`,
             `clean`, `val`); ignored when `predict_images` is set.
         predict_images: a folder, or a CSV whose first column lists image paths, of new images to predict.
+        scale_to_data: `val_per_class` and `batch_size` are upper limits fitted to a small dataset, epochs get at
+            least 8 steps, and a class with too few images is refused (`lnl.data.sizing`; own images).
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class NoisyLabelDataModule(LightningDataModule):
         folder: FolderFiles | None = None,
         predict_on: Literal["test", "train", "noisy", "clean", "val"] = "test",
         predict_images: str | None = None,
+        scale_to_data: bool = False,
     ) -> None:
         super().__init__()
         self.noise = noise or NoiseSpec()
@@ -131,6 +136,7 @@ class NoisyLabelDataModule(LightningDataModule):
         self.requirements = DataRequirements()
         self.resume_position: tuple[int, int] | None = None  # (epoch, batches done) of a mid-epoch checkpoint
         self.predict_paths = list_new_images(predict_images) if predict_images else None  # bad paths fail now
+        self.sizing = self._fit_to_data() if scale_to_data else None
         self._build()  # split and noise now, so that bad settings fail before any training machinery starts
 
     @property
@@ -142,6 +148,25 @@ class NoisyLabelDataModule(LightningDataModule):
         return self.source.in_chans
 
     # ------------------------------------------------------------------ building the labelled parts
+    def _fit_to_data(self) -> Sizing:
+        """Scale the hold-out and batch size down to the data (`lnl.data.sizing`); the chosen values replace the
+        configured ones in `hparams` (and so in the run's hparams.yaml)."""
+        hp, parts = self.hparams, self.source.predefined_parts()
+        labels = (parts["noisy"] if parts is not None else self.source.train()).labels
+        counts = np.bincount(labels, minlength=self.num_classes)
+        held = hp.val_labels == "noisy" or parts is None
+        what = f"data.folder.train_csv = {self.source.train_csv}" if hp.dataset == "folder_csv" else "data"
+        sizing = fit_to_data(
+            counts, val_per_class=hp.val_per_class if held else 0, batch_size=hp.batch_size,
+            reserved_per_class=hp.clean_per_class if parts is None else 0,
+            names=self.source.class_names, what=what,
+        )  # fmt: skip
+        if held:
+            hp.val_per_class = sizing.val_per_class
+        hp.batch_size = sizing.batch_size
+        log.warning(sizing.describe(counts))
+        return sizing
+
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.lightning_module is not None:
             self.requirements = DataRequirements.of(self.trainer.lightning_module)
@@ -259,11 +284,12 @@ class NoisyLabelDataModule(LightningDataModule):
         return out.getvalue()
 
     def write_labels(self, directory: str | None) -> None:
-        """Write labels.csv into the run directory (rank zero)."""
+        """Write labels.csv and classes.csv (class id -> name) into the run directory (rank zero)."""
         if directory:
             os.makedirs(directory, exist_ok=True)
             with open(os.path.join(directory, "labels.csv"), "w") as f:
                 f.write(self.labels_csv())
+            write_classes(self.source.class_names, directory)
 
     def settings(self) -> dict[str, Any]:
         """The settings that decide the labels, by config key (`noise.rate`, `split_seed`, ...): a resume
@@ -351,7 +377,11 @@ class NoisyLabelDataModule(LightningDataModule):
             per_epoch = partial(
                 _balanced_epoch, train_ids, self.given_labels[train_ids], hp.samples_per_epoch, hp.split_seed
             )
-        sampler = EpochSampler(train_ids, seed=self._seed(), rank=rank, world_size=world, per_epoch=per_epoch)
+        length = (
+            -(-self.sizing.samples_per_epoch // world) if self.sizing and hp.train_on == "noisy" else None
+        )
+        sampler = EpochSampler(train_ids, seed=self._seed(), rank=rank, world_size=world, per_epoch=per_epoch,
+                               num_samples_per_rank=length)  # fmt: skip
         noisy = self._loader(noisy_set, sampler, hp.batch_size, len(sampler) >= hp.batch_size, train=True)
         position, self.resume_position = self.resume_position, None
         if position is not None:  # a mid-epoch checkpoint: go on at the next batch of the same epoch
