@@ -21,7 +21,8 @@ CONFIGS = ROOT / "configs"
 QUICK = ["--trainer.enable_model_summary=false", "--trainer.enable_progress_bar=false"]
 SHORT_DML = ["--trainer.max_epochs=3", "--model.init_args.selection.warmup_epochs=1",
              "--model.init_args.selection.schedule_epochs=1"]  # fmt: skip
-VAL_ACC_FLOOR = 0.4  # the README example's first fit, best noisy-validation accuracy (measured: see README)
+# best noisy-validation accuracy of the README example's first fit: 3x chance (measured: 0.5)
+VAL_ACC_FLOOR = 0.3
 PICTURES = ("transition.png", "issue_scores.png", "per_class_accuracy.png", "learning_curves.png")
 
 
@@ -127,8 +128,8 @@ def readme_own_data_example() -> tuple[int, int, list[str]]:
 @pytest.mark.slow
 def test_readme_own_data_example_runs_verbatim(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     """At the size the README states, on Digits rendered as 32-px PNGs with 30 % of the labels wrong: the three
-    commands run as written, the model learns (noisy-validation accuracy far above chance) and every file is
-    there."""
+    commands run as written, the model learns (noisy-validation accuracy well above chance), the corrected labels
+    are no worse than the given ones, and every file is there."""
     n, classes, commands = readme_own_data_example()
     (in_tmp / "configs").symlink_to(CONFIGS)
     folder = write_digits_folder(in_tmp / "my_images", n, noise=0.3, classes=classes)
@@ -148,6 +149,8 @@ def test_readme_own_data_example_runs_verbatim(in_tmp: Path, capsys: pytest.Capt
     assert all(0.0 <= float(p["confidence"]) <= 1.0 for p in predictions)
     corrected = read_csv(run / "corrected_labels.csv")
     assert list(corrected[0]) == ["path", "label"] and [r["path"] for r in corrected] == folder.paths
+    right = [int(r["label"]) == t for r, t in zip(corrected, folder.true)]
+    assert sum(right) >= sum(folder.given == folder.true)  # the corrected labels are no worse than the given
     assert (Path("runs/own_data/version_1") / "results.json").is_file()
 
 
