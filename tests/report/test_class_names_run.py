@@ -26,7 +26,7 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_class_name_labels_round_trip_through_fit_report_corrected_labels_and_fit(in_tmp: Path) -> None:
-    folder = write_digits_folder(in_tmp / "pets", 60, noise=0.2, names=True, classes=4)
+    folder = write_digits_folder(in_tmp / "pets", 100, noise=0.2, names=True, classes=4)
     names = sorted(NAMES[:4])
     assert main(["fit", "--config", CONFIG, "--data.root", "pets", *FAST]) == 0
     run = Path("runs/own_data/version_0")
@@ -34,7 +34,7 @@ def test_class_name_labels_round_trip_through_fit_report_corrected_labels_and_fi
 
     given = read_labels(folder.root / "train.csv")
     report = rows(run / "label_report.csv")
-    assert len(report) == 60
+    assert len(report) == 100
     for r in report:
         rel = os.path.relpath(r["path"], folder.root)
         assert r["given_name"] == given[rel] == names[int(r["given_label"])]
@@ -62,6 +62,6 @@ def test_class_name_labels_round_trip_through_fit_report_corrected_labels_and_fi
                "--data.predict_on", "train"]  # fmt: skip
     assert main(predict) == 0
     predictions = rows(run / "predictions.csv")
-    assert len(predictions) == 60
+    assert len(predictions) == 100
     assert all(p["given_name"] == names[int(p["given_label"])] for p in predictions)
     assert all(p["predicted_name"] == names[int(p["predicted_label"])] == p["top1_name"] for p in predictions)
