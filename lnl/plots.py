@@ -27,27 +27,39 @@ def save_figure(fig: Any, path: str) -> str:
     return path
 
 
+def missing_grey(name: str) -> Any:
+    """Matplotlib colour map `name` drawing masked (missing) values light grey."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[name].copy()
+    cmap.set_bad("lightgrey")
+    return cmap
+
+
 def _finite(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else float(v) for v in values]
 
 
-def plot_dml_selection(history: Sequence[dict[str, Any]], path: str) -> str:
+def dml_selection_figure(history: Sequence[dict[str, Any]]) -> Any:
     """DML's selection over training (the DML paper's Fig. 3(e), 4(c), 5), from per-epoch records.
 
-    Left: selection precision ("estimated accuracy") and recall per epoch, with the data's clean rate. Middle: mean
-    R(c) against the mean clean share, and the mean |R(c) − clean share|. Right: R(c) and each class's clean share
-    in the last epoch. Records without true labels draw R(c) only.
+    With true labels, first: selection precision ("estimated accuracy") and recall per epoch, with the data's clean
+    rate. Then: mean R(c) (with the mean clean share and the mean |R(c) − clean share| when the truth is known),
+    and R(c) (with each class's clean share) in the last epoch. Without true labels the first panel is left out.
     """
     epochs = [r["epoch"] for r in history]
-    fig, (ax_p, ax_r, ax_c) = new_figure(3)
     known = [r for r in history if "precision" in r]
+    fig, axes = new_figure(3 if known else 2)
+    axes = list(axes)
     if known:
+        ax_p = axes.pop(0)
         e = [r["epoch"] for r in known]
         ax_p.plot(e, _finite([r["precision"] for r in known]), "o-", label="precision (estimated accuracy)")
         ax_p.plot(e, _finite([r["recall"] for r in known]), "s-", label="recall")
         ax_p.plot(e, _finite([r["clean_rate"] for r in known]), "k--", label="clean rate of the data")
-    ax_p.set(title="selected set S", xlabel="epoch", ylim=(0, 1.02))
-    ax_p.legend(loc="lower right", fontsize=8)
+        ax_p.set(title="selected set S", xlabel="epoch", ylim=(0, 1.02))
+        ax_p.legend(loc="lower right", fontsize=8)
+    ax_r, ax_c = axes
 
     mean_r = [sum(r["R"]) / len(r["R"]) for r in history]
     ax_r.plot(epochs, mean_r, "o-", label="mean R(c)")
@@ -61,12 +73,18 @@ def plot_dml_selection(history: Sequence[dict[str, Any]], path: str) -> str:
 
     last = history[-1]
     classes = list(range(len(last["R"])))
-    width = 0.4
-    ax_c.bar([c - width / 2 for c in classes], last["R"], width, label="R(c)")
+    width = 0.4 if "share" in last else 0.8
+    shift = width / 2 if "share" in last else 0.0
+    ax_c.bar([c - shift for c in classes], last["R"], width, label="R(c)")
     if "share" in last:
-        ax_c.bar([c + width / 2 for c in classes], _finite(last["share"]), width, label="clean share")
+        ax_c.bar([c + shift for c in classes], _finite(last["share"]), width, label="clean share")
     ax_c.set(title=f"per class, epoch {last['epoch']}", xlabel="class (group)", ylim=(0, 1.02))
     if len(classes) <= 20:
         ax_c.set_xticks(classes)
     ax_c.legend(loc="lower right", fontsize=8)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_dml_selection(history: Sequence[dict[str, Any]], path: str) -> str:
+    """`dml_selection_figure` as a PNG."""
+    return save_figure(dml_selection_figure(history), path)

@@ -1,4 +1,4 @@
-"""`lnl predict`: `predictions.csv` (index or path, predicted label, confidence, top-k) in the checkpoint's run
+"""`lnl predict`: `predictions.csv` (index or path, given / predicted label and class name, confidence, top-k) in the checkpoint's run
 directory, for a split of the data module or a folder / CSV of new images (`data.predict_images`)."""
 
 from __future__ import annotations
@@ -13,9 +13,16 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lnl.preflight import checkpoint_run_dir
+from lnl.report.class_names import name_of
 from lnl.run_guard import write_new_file
 
 TOP_K = 5
+
+
+def _class_names(trainer: Trainer) -> list[str] | None:
+    """The data's class names (id -> name), if its data module has a source that names them."""
+    source = getattr(trainer.datamodule, "source", None)
+    return getattr(source, "class_names", None)
 
 
 def output_dir(trainer: Trainer) -> str:
@@ -43,22 +50,35 @@ class PredictionWriter(BasePredictionWriter):
         probs = prediction.float().cpu()
         top = torch.topk(probs, min(TOP_K, probs.shape[1]), dim=1)
         paths = batch.get("path")
+        names = _class_names(trainer)
         for r in range(probs.shape[0]):
-            row: list[Any] = [int(batch["index"][r])]
-            row.append(paths[r] if paths is not None else "")
-            row.append(int(batch["y"][r]) if "y" in batch else "")
-            row += [int(top.indices[r, 0]), f"{float(top.values[r, 0]):.5f}"]
+            given = int(batch["y"][r]) if "y" in batch else -1
+            row: list[Any] = [int(batch["index"][r]), paths[r] if paths is not None else ""]
+            row += [given if given >= 0 else "", name_of(names, given)]
+            row += [
+                int(top.indices[r, 0]),
+                name_of(names, int(top.indices[r, 0])),
+                f"{float(top.values[r, 0]):.5f}",
+            ]
             for label, p in zip(top.indices[r].tolist(), top.values[r].tolist()):
-                row += [label, f"{p:.5f}"]
+                row += [label, name_of(names, label), f"{p:.5f}"]
             self.rows.append(row)
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
                            batch_indices: Any) -> None:  # fmt: skip
         directory = output_dir(trainer)
         name = self.filename if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.csv"
-        k = (len(self.rows[0]) - 5) // 2 if self.rows else 0
-        header = ["index", "path", "given_label", "predicted_label", "confidence"]
-        header += [f"top{j + 1}_{what}" for j in range(k) for what in ("label", "prob")]
+        k = (len(self.rows[0]) - 7) // 3 if self.rows else 0
+        header = [
+            "index",
+            "path",
+            "given_label",
+            "given_name",
+            "predicted_label",
+            "predicted_name",
+            "confidence",
+        ]
+        header += [f"top{j + 1}_{what}" for j in range(k) for what in ("label", "name", "prob")]
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(header)

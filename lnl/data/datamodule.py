@@ -23,10 +23,12 @@ from lnl.data.loading import EpochSampler, LabelledImages
 from lnl.data.longtail import longtail_subsample
 from lnl.data.new_images import NewImages, list_new_images
 from lnl.data.noise import NoiseSpec, apply_noise, read_label_file, realized_rate
+from lnl.data.sizing import Sizing, fit_to_data
 from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source
 from lnl.data.splits import make_split
 from lnl.data.transforms import build_transforms
 from lnl.errors import ConfigError
+from lnl.report.class_names import write_classes
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class NoisyLabelDataModule(LightningDataModule):
         augment_on: where the training views are drawn: `device` (in-memory uint8 images kept on the training
             device, views drawn there in batches: `lnl.data.device_views`), `loader` (per sample in the loader
             processes) or `auto` (device for in-memory CIFAR / Digits images when training on CUDA, else loader).
+        scale_to_data: `val_per_class` and `batch_size` are upper limits fitted to a small dataset, epochs get at
+            least 8 steps, and a class with too few images is refused (`lnl.data.sizing`; own images).
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class NoisyLabelDataModule(LightningDataModule):
         predict_on: Literal["test", "train", "noisy", "clean", "val"] = "test",
         predict_images: str | None = None,
         augment_on: Literal["auto", "device", "loader"] = "auto",
+        scale_to_data: bool = False,
     ) -> None:
         super().__init__()
         self.noise = noise or NoiseSpec()
@@ -142,6 +147,7 @@ class NoisyLabelDataModule(LightningDataModule):
         self.requirements = DataRequirements()
         self.resume_position: tuple[int, int] | None = None  # (epoch, batches done) of a mid-epoch checkpoint
         self.predict_paths = list_new_images(predict_images) if predict_images else None  # bad paths fail now
+        self.sizing = self._fit_to_data() if scale_to_data else None
         self._build()  # split and noise now, so that bad settings fail before any training machinery starts
         if augment_on == "device" and not self.device_capable:
             raise ConfigError(
@@ -181,6 +187,25 @@ class NoisyLabelDataModule(LightningDataModule):
         return self.source.in_chans
 
     # ------------------------------------------------------------------ building the labelled parts
+    def _fit_to_data(self) -> Sizing:
+        """Scale the hold-out and batch size down to the data (`lnl.data.sizing`); the chosen values replace the
+        configured ones in `hparams` (and so in the run's hparams.yaml)."""
+        hp, parts = self.hparams, self.source.predefined_parts()
+        labels = (parts["noisy"] if parts is not None else self.source.train()).labels
+        counts = np.bincount(labels, minlength=self.num_classes)
+        held = hp.val_labels == "noisy" or parts is None
+        what = f"data.folder.train_csv = {self.source.train_csv}" if hp.dataset == "folder_csv" else "data"
+        sizing = fit_to_data(
+            counts, val_per_class=hp.val_per_class if held else 0, batch_size=hp.batch_size,
+            reserved_per_class=hp.clean_per_class if parts is None else 0,
+            names=self.source.class_names, what=what,
+        )  # fmt: skip
+        if held:
+            hp.val_per_class = sizing.val_per_class
+        hp.batch_size = sizing.batch_size
+        log.warning(sizing.describe(counts))
+        return sizing
+
     def use_requirements(self, requirements: DataRequirements) -> None:
         """Take what a method asks of the data; ConfigError when it needs a clean set and there is none (the
         CLI calls this before the run directory exists)."""
@@ -305,11 +330,12 @@ class NoisyLabelDataModule(LightningDataModule):
         return out.getvalue()
 
     def write_labels(self, directory: str | None) -> None:
-        """Write labels.csv into the run directory (rank zero)."""
+        """Write labels.csv and classes.csv (class id -> name) into the run directory (rank zero)."""
         if directory:
             os.makedirs(directory, exist_ok=True)
             with open(os.path.join(directory, "labels.csv"), "w") as f:
                 f.write(self.labels_csv())
+            write_classes(self.source.class_names, directory)
 
     def settings(self) -> dict[str, Any]:
         """The settings that decide the labels, by config key (`noise.rate`, `split_seed`, ...): a resume
@@ -417,7 +443,11 @@ class NoisyLabelDataModule(LightningDataModule):
             per_epoch = partial(
                 _balanced_epoch, train_ids, self.given_labels[train_ids], hp.samples_per_epoch, hp.split_seed
             )
-        sampler = EpochSampler(train_ids, seed=self._seed(), rank=rank, world_size=world, per_epoch=per_epoch)
+        length = (
+            -(-self.sizing.samples_per_epoch // world) if self.sizing and hp.train_on == "noisy" else None
+        )
+        sampler = EpochSampler(train_ids, seed=self._seed(), rank=rank, world_size=world, per_epoch=per_epoch,
+                               num_samples_per_rank=length)  # fmt: skip
         noisy = self._loader(noisy_set, sampler, hp.batch_size, len(sampler) >= hp.batch_size, train=True)
         position, self.resume_position = self.resume_position, None
         if position is not None:  # a mid-epoch checkpoint: go on at the next batch of the same epoch

@@ -10,6 +10,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,23 +45,39 @@ def _check_range(labels: np.ndarray, num_classes: int, what: str, lines: np.ndar
         )
 
 
-def _read_pairs(path: Path, sep: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``path label`` rows -> (keys, labels, line numbers). Clothing1M kv files are space separated; CSVs
-    comma separated with an optional header (a first row whose label is not an integer)."""
+def _is_int(text: str) -> bool:
+    return text.strip().lstrip("-").isdigit()
+
+
+def _read_rows(
+    path: Path, sep: str | None, root: Path | None = None
+) -> tuple[list[str], list[str], np.ndarray]:
+    """``path label`` rows -> (keys, labels as written, line numbers). Clothing1M kv files are space separated;
+    CSVs comma separated with an optional header: a first row whose label is not an integer while the others
+    are, or (class-name labels) whose path names no file under ``root``."""
     with path.open(newline="") as f:
         reader = csv.reader(f) if sep == "," else (ln.split() for ln in f)
         rows = [(i + 1, r) for i, r in enumerate(reader) if r]
-    if rows and sep == "," and len(rows[0][1]) == 2 and not rows[0][1][1].strip().lstrip("-").isdigit():
-        rows = rows[1:]  # header
+    if rows and sep == "," and len(rows[0][1]) == 2 and not _is_int(rows[0][1][1]):
+        rest_ids = all(len(r) == 2 and _is_int(r[1]) for _, r in rows[1:])
+        if rest_ids or root is None or not (root / rows[0][1][0].strip()).is_file():
+            rows = rows[1:]  # header
     keys, labels = [], []
     for line, r in rows:
-        try:
-            k, v = r
-            labels.append(int(v))
-            keys.append(k.strip())
-        except ValueError:
-            raise ConfigError(f"{path} line {line}: {r} is not 'path{sep or ' '}label'") from None
-    return keys, np.asarray(labels, dtype=np.int64), np.asarray([line for line, _ in rows], dtype=np.int64)
+        if len(r) != 2 or not r[1].strip():
+            raise ConfigError(f"{path} line {line}: {r} is not 'path{sep or ' '}label'")
+        keys.append(r[0].strip())
+        labels.append(r[1].strip())
+    return keys, labels, np.asarray([line for line, _ in rows], dtype=np.int64)
+
+
+def _read_pairs(path: Path, sep: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``path label`` rows with integer labels -> (keys, labels, line numbers)."""
+    keys, labels, lines = _read_rows(path, sep)
+    bad = next((i for i, v in enumerate(labels) if not _is_int(v)), None)
+    if bad is not None:
+        raise ConfigError(f"{path} line {lines[bad]}: label {labels[bad]!r} is not an integer class id")
+    return keys, np.asarray([int(v) for v in labels], dtype=np.int64), lines
 
 
 @register_source("clothing1m")
@@ -173,6 +190,52 @@ def _note_resize(path: str, image_size: int) -> None:
         )
 
 
+Table = tuple[list[str], Any, np.ndarray, Path]  # (paths, labels, line numbers, csv file)
+
+
+def _label_names(tables: list[Table], num_classes: int | None) -> list[str] | None:
+    """The sorted class names when every label of every CSV is a name (None when every label is an integer id);
+    labels mixing ids and names, or a `num_classes` other than the number of names, raise ConfigError."""
+    kinds = {True: None, False: None}  # is-id -> (csv, line, label) of its first label
+    for _, labels, lines, path in tables:
+        for label, line in zip(labels, lines):
+            kind = _is_int(label)
+            if kinds[kind] is None:
+                kinds[kind] = (path, line, label)
+    if kinds[False] is None:
+        return None
+    if kinds[True] is not None:
+        (p1, l1, v1), (p2, l2, v2) = kinds[True], kinds[False]
+        raise ConfigError(
+            f"{p2} line {l2}: label {v2!r} is a class name but {p1} line {l1} has the class id {v1}; "
+            "write every label as a class name or every label as an integer id"
+        )
+    names = sorted({v for _, labels, _, _ in tables for v in labels})
+    if num_classes is not None and num_classes != len(names):
+        raise ConfigError(
+            f"data.folder.num_classes = {num_classes}: the CSVs name {len(names)} classes "
+            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); leave num_classes unset with class names"
+        )
+    return names
+
+
+def _check_every_id_used(tables: list[Table], top: int) -> None:
+    """Integer labels define classes 0..top-1: one without any image is an error naming the largest label."""
+    seen = np.zeros(top, dtype=bool)
+    for _, y, _, _ in tables:
+        seen[y] = True
+    if seen.all():
+        return
+    missing = np.flatnonzero(~seen)
+    _, y, lines, path = next(t for t in tables if (t[1] == top - 1).any())
+    shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+    raise ConfigError(
+        f"{path} line {lines[np.argmax(y == top - 1)]}: label {top - 1} makes {top} classes (0..{top - 1}), but "
+        f"{len(missing)} of them have no image ({shown}); class ids must run 0..C-1 with every class present: "
+        "renumber the labels, write class names instead, or set data.folder.num_classes"
+    )
+
+
 @register_source("folder_csv")
 class FolderCSVSource(DataSource):
     """A user's images with CSVs of ``path,label`` rows (paths relative to ``root``; optional header).
@@ -208,6 +271,7 @@ class FolderCSVSource(DataSource):
                 "noisy/clean/val, as for Clothing1M); or drop clean_csv and let the data module split"
             )
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+        self.train_csv = train_csv
         tables = {}
         for part, name in {"train": train_csv, "clean": clean_csv, "val": val_csv, "test": test_csv}.items():
             if name is None:
@@ -215,20 +279,39 @@ class FolderCSVSource(DataSource):
             path = root / name if (root / name).is_file() else Path(name)  # under root, else as given
             if not path.is_file():
                 raise ConfigError(f"{part}_csv = {name}: file not found under {root} nor at {name}")
-            tables[part] = (*_read_pairs(path, ","), path)
+            tables[part] = (*_read_rows(path, ",", root), path)
         if not len(tables["train"][1]):
             raise ConfigError(f"train_csv = {train_csv}: no 'path,label' rows in it")
+        self.label_names = _label_names(list(tables.values()), num_classes)
+        if self.label_names is not None:
+            ids = {name: i for i, name in enumerate(self.label_names)}
+            tables = {
+                k: (r, np.asarray([ids[v] for v in y], dtype=np.int64), n, p)
+                for k, (r, y, n, p) in tables.items()
+            }
+        else:
+            tables = {
+                k: (r, np.asarray([int(v) for v in y], dtype=np.int64), n, p)
+                for k, (r, y, n, p) in tables.items()
+            }
         top = max(int(t[1].max(initial=-1)) for t in tables.values()) + 1
         self.num_classes = int(num_classes) if num_classes is not None else top
         for rels, y, lines, path in tables.values():
             _check_range(y, self.num_classes, f"{path} (num_classes = {self.num_classes})", lines)
             _check_exist(root, rels, str(path))
+        if num_classes is None and self.label_names is None:
+            _check_every_id_used(list(tables.values()), top)
         _note_resize(str(root / tables["train"][0][0]), image_size)
         clean_of = dict(zip(*tables["clean"][:2])) if "clean" in tables else {}
         self._parts = {}
         for part, (rels, y, _, _) in tables.items():
             true = [clean_of.get(r, -1) for r in rels] if part == "train" else y.copy()
             self._parts[part] = ImageSet(y, true, paths=[str(root / r) for r in rels])
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names of the CSVs (sorted; id = position), or "0" .. "C-1" for integer labels."""
+        return list(self.label_names) if self.label_names is not None else super().class_names
 
     def train(self) -> ImageSet:
         return self._parts["train"]

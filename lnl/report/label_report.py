@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lnl.report.class_names import label_writer, name_columns
 from lnl.report.estimates import (
     NoiseEstimate,
     auroc,
@@ -41,6 +42,7 @@ class LabelReport:
     corrected: np.ndarray
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     paths: list[str] | None = None
+    class_names: list[str] | None = None  # id -> name (the `*_name` columns)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -131,6 +133,7 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
         issue_score=np.clip(cat["issue_score"], 0.0, 1.0), corrected=cat["corrected"].astype(np.int64),
         columns={k[4:]: v for k, v in cat.items() if k.startswith("col:")},
         paths=[paths[i] for i in index] if paths is not None else None,
+        class_names=datamodule.source.class_names,
     )  # fmt: skip
 
 
@@ -166,6 +169,9 @@ def write_label_report(report: LabelReport, path: str) -> str:
     header = ["index"] + (["path"] if report.paths is not None else []) + ["split", "given_label", "true_label",
               "predicted_label", "confidence", *report.columns, "issue_score", "flagged", "corrected_label"]  # fmt: skip
     confidence = report.probs.max(1)
+    names = name_columns(report.class_names, report.given, report.true, report.predicted, report.corrected)
+    header += [f"{k}_name" for k in ("given", "true", "predicted", "corrected")] if names else []
+    names = names or [[] for _ in report.index]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
@@ -177,7 +183,7 @@ def write_label_report(report: LabelReport, path: str) -> str:
                     f"{confidence[r]:.5f}"]  # fmt: skip
             row += [_cell(v[r]) for v in report.columns.values()]
             row += [f"{report.issue_score[r]:.5f}", int(report.flagged[r]), int(report.corrected[r])]
-            writer.writerow(row)
+            writer.writerow(row + names[r])
     return path
 
 
@@ -199,6 +205,7 @@ def write_corrected_labels(report: LabelReport, datamodule: Any, path: str) -> s
     if datamodule.hparams.val_labels == "noisy":  # a noisy hold-out is part of the data to clean
         untrusted |= report.part("val")
     labels[report.index[untrusted]] = report.corrected[untrusted]
+    label = label_writer(datamodule.source)
     rows = datamodule.train_list_size
     paths = datamodule.train_set.paths
     with open(path, "w", newline="") as f:
@@ -206,7 +213,7 @@ def write_corrected_labels(report: LabelReport, datamodule: Any, path: str) -> s
         if paths is not None:
             root = str(getattr(datamodule.source, "root", ""))
             writer.writerow(["path", "label"])
-            writer.writerows((os.path.relpath(paths[i], root) if root else paths[i], int(labels[i]))
+            writer.writerows((os.path.relpath(paths[i], root) if root else paths[i], label(labels[i]))
                              for i in range(rows))  # fmt: skip
         else:
             writer.writerow(["index", "label"])

@@ -221,7 +221,7 @@ def test_folder_csv_bad_inputs(tmp_path):
     (root / "bad.csv").write_text("path,label\nimages/train/0000.png,-1\n")
     with pytest.raises(ConfigError, match="bad.csv \\(num_classes = 3\\) line 2: label -1 out of range"):
         create_source("folder_csv", root, train_csv="bad.csv", num_classes=3)
-    (root / "bad.csv").write_text("path,label\nimages/train/0000.png,cat\n")
+    (root / "bad.csv").write_text("path,label\nimages/train/0000.png,3,x\n")
     with pytest.raises(ConfigError, match="bad.csv line 2: .* is not 'path,label'"):
         create_source("folder_csv", root, train_csv="bad.csv")
     (root / "bad.csv").write_text("path,label\n")
