@@ -63,6 +63,9 @@ def rereport(lnl: str, out: Path, method: str, setting: str, seed: int) -> None:
     """`lnl report` on the run's best checkpoint: the label report of the installed lnl, without a new fit."""
     directory = run_dir(out, method, setting, seed)
     best = json.loads((directory / "results.json").read_text())["best_checkpoint"]
+    best = str(
+        directory / "checkpoints" / Path(best).name
+    )  # recorded relative to the fit's working directory
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     subprocess.run([lnl, "report", best], check=True, env=env, stdout=subprocess.DEVNULL)
 

@@ -63,11 +63,13 @@ def selection_evidence(
 
 
 def trajectory_evidence(logits: Tensor, given: Tensor, mean_confidence: Tensor) -> LabelEvidence:
-    """CE: issue score 1 − μ, μ = the mean of p_t(ỹ | x) over training (`TrainingConfidence`, Dataset Cartography
-    Eq. 1): a wrong label is fitted late, if at all (the student's plain score where never trained on); candidate
-    label = the student's; columns `student_loss`, `mean_confidence`."""
+    """CE: issue score 1 − √(p(ỹ | x) · μ), μ = the mean of p_t(ỹ | x) over training (`TrainingConfidence`, Dataset
+    Cartography Eq. 1): one minus the geometric mean of the student's confidence now and over training (a wrong
+    label is fitted late, if at all; the final model alone has forgotten that); the student's plain score where
+    never trained on. Candidate label = the student's; columns `student_loss`, `mean_confidence`."""
     ev = loss_based_evidence(logits, given)
     mean_confidence = mean_confidence.to(ev.issue_score)
-    score = torch.where(mean_confidence.isnan(), ev.issue_score, 1.0 - mean_confidence)
+    pooled = -torch.expm1((mean_confidence.log() - ev.columns["student_loss"]) / 2)
+    score = torch.where(mean_confidence.isnan(), ev.issue_score, pooled)
     columns = ev.columns | {"mean_confidence": mean_confidence}
     return LabelEvidence(ev.probs, score, ev.probs.argmax(1), columns)

@@ -115,8 +115,8 @@ def test_ce_uses_the_plain_loss_score() -> None:
 
 
 def test_ce_scores_its_confidence_over_training() -> None:
-    """CE's score is 1 − μ, μ the mean of p_t(ỹ | x) over its training steps (the final model's score where never
-    trained on): a label fitted only at the end ranks above one fitted all along."""
+    """CE's score is 1 − √(p(ỹ | x)·μ), μ the mean of p_t(ỹ | x) over its training steps (the final model's score
+    where never trained on): a label fitted only at the end ranks above one fitted all along."""
     model = CE(num_classes=2, backbone="tiny_mlp", in_chans=4)
     given = torch.zeros(3, dtype=torch.long)
     early = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [3.0, 0.0]])  # row 1 is not fitted early on
@@ -128,7 +128,8 @@ def test_ce_scores_its_confidence_over_training() -> None:
     assert torch.allclose(mu[:2], torch.stack([p, (2 * (1 - p) + p) / 3]))
     ev = trajectory_evidence(late, given, mu)
     assert ev.issue_score[1] > ev.issue_score[0]
-    assert torch.allclose(ev.issue_score[:2], 1 - mu[:2])
+    p_now = F.softmax(late.double(), -1)[:2, 0]
+    assert torch.allclose(ev.issue_score[:2], 1 - torch.sqrt(p_now * mu[:2]))
     assert torch.allclose(ev.issue_score[2], loss_based_evidence(late, given).issue_score[2])
     state = model.state_dict()
     fresh = CE(num_classes=2, backbone="tiny_mlp", in_chans=4)
