@@ -175,9 +175,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="lnl fits in parallel")
     parser.add_argument("--report", action="store_true", help="rerun `lnl report` on every run first")
     parser.add_argument("--json", help="also write every per-run number here")
+    parser.add_argument("--table-only", action="store_true", help="no fits: the table of the finished runs")
     args = parser.parse_args()
     out = Path(args.out)
     jobs = [(m, s, seed) for seed in args.seeds for s in args.settings for m in args.methods]  # seed by seed
+    jobs = [] if args.table_only else jobs
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: fit(args.lnl, out, *j), jobs))
         if args.report:

@@ -66,3 +66,21 @@ def test_noisy_labels_improve_and_a_second_round_never_worsens_them() -> None:
     _, second = _fit(f"{{kind: file, file: {corrected}, rate: 0, count: sampled}}", "round2")
     assert second["report/given_accuracy"] == pytest.approx(first["report/corrected_accuracy"], abs=1e-12)
     assert second["report/corrected_accuracy"] >= second["report/given_accuracy"]
+
+
+@pytest.mark.slow
+def test_a_model_at_chance_keeps_every_label(capsys: pytest.CaptureFixture) -> None:
+    """One epoch at a learning rate of 1e-7: the student is at chance on the hold-out, nothing is corrected and the
+    fit says why in one line."""
+    args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), *QUICK, "--trainer.max_epochs=1",
+            "--model.init_args.optimizer.init_args.lr=1e-7",
+            "--data.init_args.noise={kind: symmetric, rate: 0.3, count: exact}"]  # fmt: skip
+    assert main(args) == 0
+    run = Path("runs/quickstart_ce/version_0")
+    results = json.loads((run / "results.json").read_text())
+    assert "not clearly above chance" in results["report/decision"]
+    assert results["report/corrected_accuracy"] == results["report/given_accuracy"]
+    assert results["report/n_relabelled"] == 0
+    assert all(r["flagged"] in ("no", "suspect") for r in read_csv(run / "label_report.csv"))
+    out = capsys.readouterr().out
+    assert "corrected labels: labels kept as given: the model agrees with" in out
