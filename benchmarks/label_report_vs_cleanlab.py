@@ -156,13 +156,13 @@ def cleanlab_metrics(directory: Path, seed: int, features: np.ndarray) -> dict[s
 
 def mean_std(values: list[float]) -> str:
     a = np.asarray(values)
-    return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
+    return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
 
 
 def paired(a: list[float], b: list[float]) -> str:
     d = np.asarray(a) - np.asarray(b)
     se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
-    return f"{d.mean():+.3f} ± {se:.3f} ({int((d >= 0).sum())}/{len(d)})"
+    return f"{d.mean():+.4f} ± {se:.4f} ({int((d >= 0).sum())}/{len(d)})"
 
 
 def main() -> int:
