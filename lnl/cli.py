@@ -310,6 +310,7 @@ def summary(results: dict[str, Any], run_dir: str) -> str:
         if results.get("report/auroc") is not None:
             line += f", issue-score AUROC {_fmt(results['report/auroc'])}"
         lines.append(line + " (label_report.csv, corrected_labels.csv)")
+        lines.append(f"  corrected labels: {results.get('report/decision', '')}")
     lines.append(f"  run directory: {run_dir}\n")
     return "\n".join(lines)
 

@@ -171,11 +171,10 @@ class DML(TeacherStudent):
         super().on_load_checkpoint(checkpoint)
         self._steps_host = None
 
-    def begin_label_evidence(self) -> None:
-        self._wrong_posterior = self.selector.wrong_label_posterior()
-
     def label_evidence(self, x: Tensor, y: Tensor, index: Tensor) -> LabelEvidence:
-        """The selection's own view of each label (`selection_evidence`); columns: selection frequency, bank score."""
+        """The student's and the loss bank's view of each label (`selection_evidence`); columns: selection
+        frequency, bank score (NaN where the bank never saw the sample)."""
         sel = self.selector
-        columns = {"selection_frequency": sel.selection_frequency(index), "bank_score": sel.bank[index]}
-        return selection_evidence(self.student(x), y, self._wrong_posterior.to(x.device)[index], columns)
+        bank = torch.where(sel.bank_labels[index] >= 0, sel.bank[index], torch.nan)
+        columns = {"selection_frequency": sel.selection_frequency(index), "bank_score": bank}
+        return selection_evidence(self.student(x), y, bank, columns)

@@ -374,16 +374,6 @@ class SmallLossSelector(nn.Module):
             h_c, n_c = per_class_feedback(before, after, groups, self.num_classes, mask, reduce=reduce)
             self.update_ratios(h_c, n_c, h, epoch)
 
-    def wrong_label_posterior(self) -> Tensor:
-        """Per sample, P(high-loss component | bank score) of a two-Gaussian mixture fitted to its group's bank
-        (the DivideMix reading of the small-loss trick); NaN for samples never seen."""
-        out = torch.full_like(self.bank, float("nan"), dtype=torch.float64)
-        for c in range(self.num_classes):
-            sel = self.bank_labels == c
-            if int(sel.sum()) >= 4:
-                out[sel] = fit_two_gaussians(self.bank[sel]).high_posterior(self.bank[sel])
-        return out.float()
-
     def selection_frequency(self, index: Tensor) -> Tensor:
         """Share of a sample's post-warm-up visits in which it was selected into 𝒮 (NaN if never seen then)."""
         seen = self.times_seen[index]
@@ -455,12 +445,6 @@ class TwoGaussians:
     weight: Tensor
     mean: Tensor
     var: Tensor
-
-    def high_posterior(self, values: Tensor) -> Tensor:
-        """P(high-mean component | value): the probability that a loss belongs to the wrongly labelled mode."""
-        v = values.double()[:, None]
-        log_p = -0.5 * ((v - self.mean) ** 2 / self.var + self.var.log()) + self.weight.clamp_min(1e-12).log()
-        return torch.softmax(log_p, dim=1)[:, 1]
 
 
 def fit_two_gaussians(values: Tensor, iters: int = 50) -> TwoGaussians:

@@ -60,4 +60,5 @@ def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     n, flagged = report.results["report/n_samples"], report.results["report/n_flagged"]
     print(f"lnl: label report of {ckpt.name}: {flagged} of {n} noisy-part labels flagged, estimated noise rate "
           f"{report.results['report/noise_rate_estimate']:.4f}; files in {directory}")  # fmt: skip
+    print(f"lnl: corrected labels: {report.results['report/decision']}")
     return 0

@@ -2,8 +2,9 @@
 
 Columns of `label_report.csv`: index, path (file-backed data), split (noisy / clean / val), given_label, true_label
 (−1 unknown), predicted_label and confidence (the student), the method's own evidence columns, issue_score in
-[0, 1] (higher = more likely mislabelled; defined by each method's `label_evidence`), flagged (issue_score > 1/2)
-and corrected_label. `corrected_labels.csv` holds one row per row of the training list: `path,label` for your
+[0, 1] (higher = more likely mislabelled; defined by each method's `label_evidence`; full precision, so sorting the
+file reproduces `report/auroc`), flagged (`no`, `suspect` or `relabel`: `lnl.report.decisions`) and corrected_label
+(the method's label on `relabel` rows, the given one elsewhere). `corrected_labels.csv` holds one row per row of the training list: `path,label` for your
 own images (a `folder_csv` train CSV) or `index,label` for built-in datasets (`noise.kind: file`).
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from lnl.report.class_names import label_writer, name_columns
+from lnl.report.decisions import NONE, RELABEL, chance_check, decide
 from lnl.report.estimates import (
     NoiseEstimate,
     auroc,
@@ -39,7 +41,11 @@ class LabelReport:
     true: np.ndarray
     probs: np.ndarray
     issue_score: np.ndarray
+    candidate: np.ndarray
+    noise: NoiseEstimate
+    flag: np.ndarray
     corrected: np.ndarray
+    decision: str
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     paths: list[str] | None = None
     class_names: list[str] | None = None  # id -> name (the `*_name` columns)
@@ -50,7 +56,7 @@ class LabelReport:
 
     @property
     def flagged(self) -> np.ndarray:
-        return self.issue_score > 0.5
+        return self.flag != NONE
 
     def part(self, name: str) -> np.ndarray:
         """Boolean mask of the samples of one split."""
@@ -63,6 +69,8 @@ class ReportSummary:
 
     n_samples: int
     n_flagged: int
+    n_relabelled: int
+    decision: str
     noise: NoiseEstimate
     realized: np.ndarray | None
     auroc: float | None = None
@@ -79,6 +87,8 @@ class ReportSummary:
         out: dict[str, Any] = {
             "report/n_samples": self.n_samples,
             "report/n_flagged": self.n_flagged,
+            "report/n_relabelled": self.n_relabelled,
+            "report/decision": self.decision,
             "report/noise_rate_estimate": self.noise.noise_rate,
             "report/transition_estimate": _rounded(self.noise.transition),
         }
@@ -98,7 +108,8 @@ def _rounded(matrix: np.ndarray) -> list[list[float | None]]:
 
 @torch.no_grad()
 def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> LabelReport:
-    """Run the method's `label_evidence` over every used training sample (eval transforms, one process)."""
+    """Run the method's `label_evidence` over every used training sample (eval transforms, one process); the noise
+    estimate on the noisy part, then flags and corrections (`lnl.report.decisions.decide`)."""
     parts = {"noisy": datamodule.noisy_index, "clean": datamodule.clean_index, "val": datamodule.val_index}
     loader = datamodule.report_dataloader(batch_size)
     device = next(model.parameters()).device
@@ -115,10 +126,10 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
                 "index": index,
                 "probs": ev.probs,
                 "issue_score": ev.issue_score,
-                "corrected": ev.corrected,
+                "candidate": ev.candidate,
             }
             for name, value in (fields | {f"col:{k}": v for k, v in ev.columns.items()}).items():
-                chunks.setdefault(name, []).append(value.detach().float().cpu().numpy())
+                chunks.setdefault(name, []).append(value.detach().double().cpu().numpy())
     finally:
         model.train(was_training)
     cat = {k: np.concatenate(v) for k, v in chunks.items()}
@@ -126,11 +137,19 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
     split = np.empty(len(index), dtype=object)
     for name, ids in parts.items():
         split[np.isin(index, ids)] = name
+    given = datamodule.given_labels[index].astype(np.int64)
+    score = np.clip(np.nan_to_num(cat["issue_score"], nan=0.0), 0.0, 1.0)
+    candidate = cat["candidate"].astype(np.int64)
+    noisy, val = split == "noisy", split == "val"
+    noise = estimate_noise(cat["probs"][noisy], given[noisy], model.num_classes)
+    untrusted = noisy | (val if datamodule.hparams.val_labels == "noisy" else False)
+    held_out = chance_check(cat["probs"][val].argmax(1), given[val])
+    decision = decide(score, given, candidate, noisy, untrusted, noise.noise_rate, held_out)
     paths = datamodule.train_set.paths
     return LabelReport(
-        index=index, split=split, given=datamodule.given_labels[index].astype(np.int64),
-        true=np.asarray(datamodule.true_labels)[index].astype(np.int64), probs=cat["probs"],
-        issue_score=np.clip(cat["issue_score"], 0.0, 1.0), corrected=cat["corrected"].astype(np.int64),
+        index=index, split=split, given=given, true=np.asarray(datamodule.true_labels)[index].astype(np.int64),
+        probs=cat["probs"], issue_score=score, candidate=candidate, noise=noise, flag=decision.flag,
+        corrected=decision.corrected, decision=decision.reason,
         columns={k[4:]: v for k, v in cat.items() if k.startswith("col:")},
         paths=[paths[i] for i in index] if paths is not None else None,
         class_names=datamodule.source.class_names,
@@ -138,13 +157,15 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
 
 
 def summarize(report: LabelReport, num_classes: int) -> ReportSummary:
-    """Flags and the noise estimate on the noisy part; with true labels, AUROC, precision@K (K = the true number of
-    wrong labels) for the issue score and for the student's plain loss, T̂'s error against the realized T, and the
-    accuracy of the corrected labels against the given ones."""
+    """Flags, relabels, the decision and the noise estimate on the noisy part; with true labels, AUROC,
+    precision@K (K = the true number of wrong labels) for the issue score and for the student's plain loss, T̂'s
+    error against the realized T, and the accuracy of the corrected labels against the given ones."""
     noisy = report.part("noisy")
     given, true, score = report.given[noisy], report.true[noisy], report.issue_score[noisy]
-    noise = estimate_noise(report.probs[noisy], given, num_classes)
-    base = ReportSummary(int(noisy.sum()), int(report.flagged[noisy].sum()), noise, None)
+    noise = report.noise
+    relabelled = int((report.flag[noisy] == RELABEL).sum())
+    base = ReportSummary(int(noisy.sum()), int(report.flagged[noisy].sum()), relabelled, report.decision, noise,
+                         None)  # fmt: skip
     known = true >= 0
     if not known.any():
         return base
@@ -154,7 +175,7 @@ def summarize(report: LabelReport, num_classes: int) -> ReportSummary:
     loss = loss[noisy][known] if loss is not None else None
     realized = realized_transition(true, given, num_classes)
     return ReportSummary(
-        base.n_samples, base.n_flagged, noise, realized,
+        base.n_samples, base.n_flagged, relabelled, report.decision, noise, realized,
         auroc=auroc(score[known], wrong), auroc_loss=auroc(loss, wrong) if loss is not None else None,
         precision_at_k=precision_at_k(score[known], wrong, k),
         precision_at_k_loss=precision_at_k(loss, wrong, k) if loss is not None else None, k=k,
@@ -182,7 +203,7 @@ def write_label_report(report: LabelReport, path: str) -> str:
             row += [report.split[r], int(report.given[r]), int(report.true[r]), int(report.predicted[r]),
                     f"{confidence[r]:.5f}"]  # fmt: skip
             row += [_cell(v[r]) for v in report.columns.values()]
-            row += [f"{report.issue_score[r]:.5f}", int(report.flagged[r]), int(report.corrected[r])]
+            row += [repr(float(report.issue_score[r])), report.flag[r], int(report.corrected[r])]
             writer.writerow(row + names[r])
     return path
 
@@ -190,7 +211,7 @@ def write_label_report(report: LabelReport, path: str) -> str:
 def _cell(value: float) -> str:
     if np.isnan(value):
         return ""
-    return str(int(value)) if float(value).is_integer() else f"{value:.5f}"
+    return str(int(value)) if float(value).is_integer() else repr(float(value))  # full precision: no ties
 
 
 def write_corrected_labels(report: LabelReport, datamodule: Any, path: str) -> str:

@@ -1,0 +1,105 @@
+"""Flags follow the noise estimate, a relabel changes the label, and corrections are written only on evidence."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lnl.report.decisions import MIN_NOISE_RATE, RELABEL, SUSPECT, chance_check, decide
+from lnl.report.estimates import auroc, estimate_noise
+from lnl.report.label_report import LabelReport, summarize, write_label_report
+
+
+def _labels(n: int = 1000, classes: int = 10, rate: float = 0.3, seed: int = 0, accuracy: float = 0.95):
+    """True labels, given labels with `rate` of them moved to another class, and the probabilities of a student of
+    the given accuracy against the truth (its wrong labels score high: score = 1 − p(ỹ | x))."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, n)
+    wrong = rng.random(n) < rate
+    given = np.where(wrong, (true + rng.integers(1, classes, n)) % classes, true)
+    predicted = np.where(rng.random(n) < accuracy, true, rng.integers(0, classes, n))
+    probs = np.full((n, classes), 0.05 / (classes - 1))
+    probs[np.arange(n), predicted] = 0.95
+    return true, given, probs
+
+
+def _decide(true, given, probs, held_out=None):
+    score = 1.0 - probs[np.arange(len(given)), given]
+    noise = estimate_noise(probs, given, probs.shape[1])
+    everyone = np.ones(len(given), dtype=bool)
+    return decide(score, given, probs.argmax(1), everyone, everyone, noise.noise_rate, held_out), noise
+
+
+def test_flags_follow_the_noise_estimate_and_relabels_change_the_label() -> None:
+    true, given, probs = _labels()
+    decision, noise = _decide(true, given, probs)
+    flagged = decision.flag != "no"
+    assert flagged.sum() == round(noise.noise_rate * len(given))
+    assert abs(noise.noise_rate - np.mean(true != given)) < 0.05
+    relabel = decision.flag == RELABEL
+    assert decision.applied and (decision.corrected[relabel] != given[relabel]).all()
+    assert (decision.corrected[~relabel] == given[~relabel]).all()
+    assert (decision.flag[flagged & ~relabel] == SUSPECT).all()
+    assert np.mean(decision.corrected == true) > np.mean(given == true) + 0.2
+
+
+def test_clean_labels_get_few_flags_and_keep_their_labels() -> None:
+    true, _, probs = _labels(rate=0.0, accuracy=0.99)  # a network on the labels it was trained on
+    decision, noise = _decide(true, true.copy(), probs)
+    assert noise.noise_rate < MIN_NOISE_RATE
+    assert np.mean(decision.flag != "no") <= 0.02
+    assert not decision.applied and (decision.corrected == true).all()
+    assert decision.reason.startswith("labels kept as given: the estimated noise rate")
+    assert set(decision.flag) <= {"no", SUSPECT}
+
+
+def test_a_model_at_chance_corrects_nothing() -> None:
+    rng = np.random.default_rng(1)
+    given = rng.integers(0, 10, 100)
+    reason = chance_check(rng.integers(0, 10, 100), given)
+    assert reason is not None and "not clearly above chance" in reason
+    assert chance_check(np.where(rng.random(100) < 0.5, given, 0), given) is None  # 50 % agreement: clear
+    true, given, probs = _labels()
+    decision, _ = _decide(true, given, probs, held_out=reason)
+    assert not decision.applied and (decision.corrected == given).all() and (decision.flag != RELABEL).all()
+    assert decision.reason == f"labels kept as given: {reason}"
+
+
+def test_unseparated_flags_correct_nothing() -> None:
+    """Scores that carry no information: the flagged labels disagree with the model no more than the others."""
+    true, given, probs = _labels()
+    score = 0.9 + 0.01 * np.random.default_rng(2).random(len(given))
+    everyone = np.ones(len(given), dtype=bool)
+    decision = decide(score, given, probs.argmax(1), everyone, everyone, 0.3, None)
+    assert (decision.flag != "no").sum() == 300
+    assert not decision.applied and "not separated" in decision.reason
+
+
+def test_sorting_the_csv_by_issue_score_reproduces_the_auroc(tmp_path: Path) -> None:
+    """Scores 1e-7 apart (ties at 5 decimals): the file keeps their order, so its AUROC is the summary's."""
+    true, given, probs = _labels(n=400)
+    rng = np.random.default_rng(3)
+    wrong, u = given != true, rng.random(400)
+    score = np.where(wrong, 1 - 1e-7 * u, 1e-7 * u)
+    top_right = ~wrong & (np.arange(400) < 80)  # right labels among the top scores, just below the wrong ones
+    score[top_right] = 1 - 1e-7 * (1 + u[top_right])
+    split = np.array(["noisy"] * 400, dtype=object)
+    noise = estimate_noise(probs, given, 10)
+    decision = decide(
+        score, given, probs.argmax(1), split == "noisy", split == "noisy", noise.noise_rate, None
+    )
+    report = LabelReport(index=np.arange(400), split=split, given=given, true=true, probs=probs, issue_score=score,
+                         candidate=probs.argmax(1), noise=noise, flag=decision.flag, corrected=decision.corrected,
+                         decision=decision.reason)  # fmt: skip
+    path = write_label_report(report, str(tmp_path / "label_report.csv"))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    from_file = np.array([float(r["issue_score"]) for r in rows])
+    wrong = np.array([r["given_label"] != r["true_label"] for r in rows])
+    summary = summarize(report, 10)
+    assert auroc(from_file, wrong) == pytest.approx(summary.auroc, abs=1e-12) and summary.auroc == 1.0
+    assert auroc(np.round(from_file, 5), wrong) < 0.95  # what 5 decimals did: ties at 1.00000
+    assert {r["flagged"] for r in rows} <= {"no", SUSPECT, RELABEL}

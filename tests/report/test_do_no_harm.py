@@ -1,0 +1,86 @@
+"""Do no harm, measured on Digits fits: clean labels get few flags and stay as they are, noisy labels get better,
+and a second round on the corrected labels never makes them worse."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lnl.cli import main
+from lnl.report.estimates import auroc
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+QUICK = [
+    "--trainer.enable_model_summary=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.max_epochs=8",
+]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _fit(noise: str, name: str) -> tuple[Path, dict]:
+    args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), *QUICK,
+            f"--data.init_args.noise={noise}", f"--trainer.logger.init_args.name={name}"]  # fmt: skip
+    assert main(args) == 0
+    run = Path(f"runs/{name}/version_0")
+    return run, json.loads((run / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_clean_labels_get_few_flags_and_are_kept() -> None:
+    run, results = _fit("{kind: none, rate: 0, count: sampled}", "clean")
+    assert results["report/given_accuracy"] == 1.0
+    assert results["report/n_flagged"] <= 0.02 * results["report/n_samples"]
+    assert results["report/corrected_accuracy"] >= results["report/given_accuracy"]
+    labels = {r["index"]: r["label"] for r in read_csv(run / "corrected_labels.csv")}
+    given = {r["index"]: r["noisy_label"] for r in read_csv(run / "labels.csv")}
+    assert labels == given
+
+
+@pytest.mark.slow
+def test_noisy_labels_improve_and_a_second_round_never_worsens_them() -> None:
+    run, first = _fit("{kind: symmetric, rate: 0.3, count: exact}", "round1")
+    assert first["report/corrected_accuracy"] >= first["report/given_accuracy"] + 0.15
+    rows = read_csv(run / "label_report.csv")
+    relabel = [r for r in rows if r["flagged"] == "relabel"]
+    assert relabel and all(r["corrected_label"] != r["given_label"] for r in relabel)
+    assert all(r["corrected_label"] == r["given_label"] for r in rows if r["flagged"] != "relabel")
+    noisy = [r for r in rows if r["split"] == "noisy"]
+    flagged = sum(r["flagged"] != "no" for r in noisy)
+    assert abs(flagged - first["report/noise_rate_estimate"] * len(noisy)) <= 0.25 * flagged
+    score = np.array(
+        [float(r["issue_score"]) for r in noisy]
+    )  # the file sorted by issue_score: the same AUROC
+    wrong = np.array([r["given_label"] != r["true_label"] for r in noisy])
+    assert auroc(score, wrong) == pytest.approx(first["report/auroc"], abs=1e-4)
+
+    corrected = run / "corrected_labels.csv"
+    _, second = _fit(f"{{kind: file, file: {corrected}, rate: 0, count: sampled}}", "round2")
+    assert second["report/given_accuracy"] == pytest.approx(first["report/corrected_accuracy"], abs=1e-12)
+    assert second["report/corrected_accuracy"] >= second["report/given_accuracy"]
+
+
+@pytest.mark.slow
+def test_a_model_at_chance_keeps_every_label(capsys: pytest.CaptureFixture) -> None:
+    """One epoch at a learning rate of 1e-7: the student is at chance on the hold-out, nothing is corrected and the
+    fit says why in one line."""
+    args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), *QUICK, "--trainer.max_epochs=1",
+            "--model.init_args.optimizer.init_args.lr=1e-7",
+            "--data.init_args.noise={kind: symmetric, rate: 0.3, count: exact}"]  # fmt: skip
+    assert main(args) == 0
+    run = Path("runs/quickstart_ce/version_0")
+    results = json.loads((run / "results.json").read_text())
+    assert "not clearly above chance" in results["report/decision"]
+    assert results["report/corrected_accuracy"] == results["report/given_accuracy"]
+    assert results["report/n_relabelled"] == 0
+    assert all(r["flagged"] in ("no", "suspect") for r in read_csv(run / "label_report.csv"))
+    out = capsys.readouterr().out
+    assert "corrected labels: labels kept as given: the model agrees with" in out
