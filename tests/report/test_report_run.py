@@ -97,17 +97,19 @@ def test_emlc_fit_draws_its_gate_and_label_recovery() -> None:
 
 
 def assert_report_columns_keep_their_documented_meaning(run: Path, results: dict) -> None:
-    """label_report.csv read against its documented contract (whatever the issue score's formula): flagged ⇔
-    issue_score > 0.5, corrected_label = given_label where not flagged, confidence = the top-1 probability (≥ the
-    given label's probability exp(−student_loss), equal to it where the prediction is the given label), and
-    ranking the noisy part by issue_score reproduces `report/auroc` and `report/n_flagged`."""
+    """label_report.csv read against its documented contract (whatever the issue score's formula): the flagged
+    noisy rows are the `report/n_flagged` highest issue scores, a flag is `relabel` or `suspect`, corrected_label =
+    given_label except on `relabel` rows, where it differs, confidence = the top-1 probability (≥ the given
+    label's probability exp(−student_loss), equal to it where the prediction is the given label), and ranking the
+    noisy part by issue_score reproduces `report/auroc`."""
     rows = read_csv(run / "label_report.csv")
     score = np.array([float(r["issue_score"]) for r in rows])
-    flagged = np.array([r["flagged"] == "1" for r in rows])
+    flag = np.array([r["flagged"] for r in rows])
+    assert set(flag) <= {"no", "suspect", "relabel"}
+    flagged, relabel = flag != "no", flag == "relabel"
     given, corrected = (np.array([int(r[k]) for r in rows]) for k in ("given_label", "corrected_label"))
-    np.testing.assert_array_equal(flagged, score > 0.5)
-    np.testing.assert_array_equal(corrected[~flagged], given[~flagged])
-    assert (corrected[flagged] != given[flagged]).any()  # flagged labels do get corrected
+    np.testing.assert_array_equal(corrected[~relabel], given[~relabel])
+    assert relabel.any() and (corrected[relabel] != given[relabel]).all()  # relabel rows do get corrected
     confidence = np.array([float(r["confidence"]) for r in rows])
     p_given = np.exp(-np.array([float(r["student_loss"]) for r in rows]))
     same = np.array([r["predicted_label"] == r["given_label"] for r in rows])
@@ -118,6 +120,7 @@ def assert_report_columns_keep_their_documented_meaning(run: Path, results: dict
     wrong = np.array([r["given_label"] != r["true_label"] for r in rows])[noisy]
     assert roc_auc_score(wrong, score[noisy]) == pytest.approx(results["report/auroc"], abs=2e-3)
     assert int(flagged[noisy].sum()) == results["report/n_flagged"]
+    assert score[noisy][flagged[noisy]].min() >= score[noisy][~flagged[noisy]].max()  # the top scores
 
 
 def assert_corrected_labels_change_only_untrusted_labels(run: Path, untrusted: set[str]) -> int:
