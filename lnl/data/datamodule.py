@@ -83,6 +83,8 @@ class NoisyLabelDataModule(LightningDataModule):
         predict_on: what `lnl predict` predicts: a split (`test`, `train` = every used training sample, `noisy`,
             `clean`, `val`); ignored when `predict_images` is set.
         predict_images: a folder, or a CSV whose first column lists image paths, of new images to predict.
+        crop_padding: how the random crop of the training views pads (`constant` zeros, or `reflect` as the
+            official MW-Net scripts: `F.pad(x, (4, 4, 4, 4), mode='reflect')` then `RandomCrop(32)`).
     """
 
     def __init__(
@@ -107,8 +109,11 @@ class NoisyLabelDataModule(LightningDataModule):
         folder: FolderFiles | None = None,
         predict_on: Literal["test", "train", "noisy", "clean", "val"] = "test",
         predict_images: str | None = None,
+        crop_padding: Literal["constant", "reflect"] = "constant",
     ) -> None:
         super().__init__()
+        if crop_padding not in ("constant", "reflect"):
+            raise ConfigError(f"data.crop_padding = {crop_padding!r}: allowed are 'constant', 'reflect'")
         self.noise = noise or NoiseSpec()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
@@ -303,7 +308,8 @@ class NoisyLabelDataModule(LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _transforms(self) -> Any:
         source = self.source
-        return build_transforms(source.family, mean=source.mean, std=source.std, image_size=source.image_size)
+        return build_transforms(source.family, mean=source.mean, std=source.std, image_size=source.image_size,
+                                padding_mode=self.hparams.crop_padding)  # fmt: skip
 
     def _dist(self) -> tuple[int, int]:
         trainer = self.trainer
