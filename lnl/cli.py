@@ -36,6 +36,7 @@ from lnl.data.datamodule import NoisyLabelDataModule
 from lnl.ddp import build_ddp_on_current_stream
 from lnl.errors import ConfigError, check_yaml_files, parse_error_line
 from lnl.methods.base import LNLModule, NonFiniteError
+from lnl.paper_protocol import paper_protocol_results
 from lnl.predict import PredictionWriter
 from lnl.report.run import EpochHistory, publish_to_wandb, write_run_report
 from lnl.resume import continue_metrics
@@ -248,6 +249,9 @@ class LNLCLI(LightningCLI):
             "best_checkpoint": best_path,
         }
         results.setdefault("test/acc_best_val", None)
+        results |= paper_protocol_results(
+            trainer
+        )  # an official script's number, beside (never instead of) ours
         run_dir = trainer.log_dir or RUN_ROOT  # a collective call under DDP: every rank asks
         if trainer.is_global_zero:
             report = write_run_report(

@@ -16,7 +16,7 @@ Where to look next (each prints only its own options):
   lnl fit --model.help DML          a method's options (CE, DML, EMLC, MLC, MWNet, L2RW, SimCLR)
   lnl fit --data.help NoisyLabelDataModule
                                     data, split and noise options; noise is the group `data.noise`
-                                    (kind: none|symmetric|pairflip|asymmetric|uniform|random_flip|instance|file,
+                                    (kind: none|symmetric|pairflip|asymmetric|uniform|random_flip|flip2|instance|file,
                                     rate, count: sampled|exact), your own images are `dataset: folder_csv`
                                     with `folder: {train_csv, val_csv, test_csv, clean_csv, image_size}`
   lnl fit --config configs/quickstart.yaml --print_config

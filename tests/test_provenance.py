@@ -78,3 +78,15 @@ def test_config_matches_its_provenance(path: Path) -> None:
                 f"configs/{path.name}: {key}: expected {expected!r}, found {shown} (source: {source})"
             )
     assert not errors, "\n".join(errors)
+
+
+def test_emlc_kstep_reduction_is_pinned_to_the_official_row_mean() -> None:
+    """Every EMLC config (k = 5 ones above all) must say `kstep_reduction: mean`, with its source line."""
+    emlc = [p for p in RUN_CONFIGS if p.name.startswith("emlc_")]
+    assert len([p for p in emlc if p.name.endswith("_k5.yaml")]) >= 11
+    for path in emlc:
+        pins = {key: (value, source) for key, value, source in expectations(path.name)}
+        value, source = pins["model.init_args.kstep_reduction"]
+        assert value == "mean" and "batch_dot_product.mean()" in source, path.name
+        config = yaml.safe_load(path.read_text())
+        assert lookup(config, "model.init_args.kstep_reduction") == "mean", path.name

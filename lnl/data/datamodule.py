@@ -93,6 +93,8 @@ class NoisyLabelDataModule(LightningDataModule):
             processes) or `auto` (device for in-memory CIFAR / Digits images when training on CUDA, else loader).
         scale_to_data: `val_per_class` and `batch_size` are upper limits fitted to a small dataset, epochs get at
             least 8 steps, and a class with too few images is refused (`lnl.data.sizing`; own images).
+        crop_padding: how the random crop of the training views pads (`constant` zeros, or `reflect` as the
+            official MW-Net scripts: `F.pad(x, (4, 4, 4, 4), mode='reflect')` then `RandomCrop(32)`).
     """
 
     def __init__(
@@ -119,8 +121,11 @@ class NoisyLabelDataModule(LightningDataModule):
         predict_images: str | None = None,
         augment_on: Literal["auto", "device", "loader"] = "auto",
         scale_to_data: bool = False,
+        crop_padding: Literal["constant", "reflect"] = "constant",
     ) -> None:
         super().__init__()
+        if crop_padding not in ("constant", "reflect"):
+            raise ConfigError(f"data.crop_padding = {crop_padding!r}: allowed are 'constant', 'reflect'")
         self.noise = noise or NoiseSpec()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
@@ -152,7 +157,8 @@ class NoisyLabelDataModule(LightningDataModule):
         if augment_on == "device" and not self.device_capable:
             raise ConfigError(
                 f"data.augment_on = 'device' for dataset {dataset!r}: only in-memory images of the "
-                f"{' / '.join(DEVICE_FAMILIES)} families can be augmented on the device; use loader or auto"
+                f"{' / '.join(DEVICE_FAMILIES)} families with crop_padding 'constant' can be augmented on the "
+                "device; use loader or auto"
             )
         self.device_views: DeviceViews | None = (
             None  # set by setup("fit") when the views are drawn on the device
@@ -160,8 +166,13 @@ class NoisyLabelDataModule(LightningDataModule):
 
     @property
     def device_capable(self) -> bool:
-        """Whether the training images are one in-memory uint8 array of a family with device views."""
-        return self.train_set.images is not None and self.source.family in DEVICE_FAMILIES
+        """Whether the training images are one in-memory uint8 array of a family with device views (whose crops
+        pad with zeros: `crop_padding: reflect` stays in the loader)."""
+        return (
+            self.train_set.images is not None
+            and self.source.family in DEVICE_FAMILIES
+            and self.hparams.crop_padding == "constant"
+        )
 
     @property
     def num_workers(self) -> int:
@@ -375,7 +386,8 @@ class NoisyLabelDataModule(LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _transforms(self) -> Any:
         source = self.source
-        return build_transforms(source.family, mean=source.mean, std=source.std, image_size=source.image_size)
+        return build_transforms(source.family, mean=source.mean, std=source.std, image_size=source.image_size,
+                                padding_mode=self.hparams.crop_padding)  # fmt: skip
 
     def _dist(self) -> tuple[int, int]:
         trainer = self.trainer

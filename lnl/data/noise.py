@@ -19,10 +19,19 @@ import numpy as np
 
 from lnl.errors import ConfigError
 
-CLASS_CONDITIONAL = ("none", "symmetric", "uniform", "asymmetric", "pairflip", "random_flip", "block5")
+CLASS_CONDITIONAL = (
+    "none",
+    "symmetric",
+    "uniform",
+    "asymmetric",
+    "pairflip",
+    "random_flip",
+    "flip2",
+    "block5",
+)
 KINDS = CLASS_CONDITIONAL + ("instance", "file")
 _TAGS = {"symmetric": "sym", "uniform": "unif", "asymmetric": "asym", "pairflip": "pair",
-         "random_flip": "flip", "block5": "block", "instance": "idn"}  # fmt: skip
+         "random_flip": "flip", "flip2": "flip2_", "block5": "block", "instance": "idn"}  # fmt: skip
 CIFARN_KEYS = ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3", "noisy_label")
 _KEY_ALIASES = {"aggre": "aggre_label", "worst": "worse_label", "rand1": "random_label1",
                 "rand2": "random_label2", "rand3": "random_label3", "noisy100": "noisy_label"}  # fmt: skip
@@ -86,6 +95,8 @@ def _check_kind_rate(kind: str, rate: float, num_classes: int, count: str = "sam
     if kind == "symmetric" and rate >= (num_classes - 1) / num_classes:
         bound = f"(C-1)/C = {(num_classes - 1) / num_classes:.4g}"
         raise ConfigError(f"noise.rate = {rate}: symmetric noise needs rate < {bound} (identifiability)")
+    if kind == "flip2" and num_classes < 3:
+        raise ConfigError(f"num_classes = {num_classes}: noise.kind = 'flip2' needs at least 3 classes")
     if kind == "block5" and num_classes % 5:
         raise ConfigError(f"num_classes = {num_classes}: noise.kind = 'block5' needs a multiple of 5 classes")
 
@@ -128,7 +139,10 @@ def transition_matrix(
     2018, arXiv:1804.06872); ``uniform`` is the "symmetric" noise of MLC / EMLC (EMLC App. E: a uniform label
     over all C classes). ``asymmetric`` uses ``class_map`` (class -> target; identity = kept) or, for
     CIFAR-100, the super-class map built from ``coarse_labels``; ``random_flip`` draws one other target per
-    class from ``seed``; ``block5`` is the Patrini et al. / ELR CIFAR-100 matrix (next index inside
+    class from ``seed``; ``flip2`` is MW-Net's ``flip_labels_C_two`` (official ``load_corrupted_data.py``, Shu et
+    al., NeurIPS 2019): 1 − τ on the diagonal and τ/2 on each of two distinct other classes, drawn per class
+    uniformly without replacement from ``seed`` (the official code draws them from ``np.random.seed(1)``, and
+    then draws every label independently from its row: ``count: sampled``); ``block5`` is the Patrini et al. / ELR CIFAR-100 matrix (next index inside
     consecutive blocks of 5, cyclic).
     """
     _check_kind_rate(kind, rate, num_classes)
@@ -154,6 +168,11 @@ def transition_matrix(
     elif kind == "random_flip":
         draws = np.random.default_rng([seed, 1]).integers(0, C - 1, size=C)
         target = draws + (draws >= np.arange(C))  # uniform over the C-1 other classes
+    elif kind == "flip2":
+        rng, Q = np.random.default_rng([seed, 3]), np.eye(C) * (1.0 - t)
+        for c in range(C):  # two distinct other classes, uniform without replacement
+            Q[c, rng.choice(np.delete(np.arange(C), c), 2, replace=False)] = t / 2
+        return Q
     else:  # block5
         target = np.arange(C) // 5 * 5 + (np.arange(C) % 5 + 1) % 5
     Q = np.eye(C)

@@ -96,7 +96,12 @@ class DigitsRandAugment(T.RandAugment):
 
 
 def build_transforms(
-    family: str, *, mean: Sequence[float], std: Sequence[float], image_size: int
+    family: str,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    image_size: int,
+    padding_mode: str = "constant",
 ) -> Transforms:
     """Pipelines for ``family`` ("cifar" | "clothing" | "digits" | "generic").
 
@@ -111,6 +116,8 @@ def build_transforms(
       shear 0.09, +-27% brightness/contrast/sharpness, 7-bit posterize, autocontrast, equalize), mild enough
       for a digit to stay legible at 8x8; clean = weak (AutoAugment's policies are tuned for natural images);
       eval = normalize.
+
+    `padding_mode` ("constant" | "reflect") is the padding of the random crops (cifar, digits).
     """
     if family not in FAMILIES:
         raise ConfigError(f"transforms family = {family!r}: unknown; allowed are {', '.join(FAMILIES)}")
@@ -119,12 +126,12 @@ def build_transforms(
     tail = ToNormalizedTensor(mean, std)
     s = int(image_size)
     if family == "cifar":
-        weak = [T.RandomCrop(s, padding=max(s // 8, 1)), T.RandomHorizontalFlip()]
+        weak = [T.RandomCrop(s, padding=max(s // 8, 1), padding_mode=padding_mode), T.RandomHorizontalFlip()]
         strong = T.Compose([*weak, T.RandAugment(num_ops=2, magnitude=9), tail, Cutout(s // 2)])
         auto = T.Compose([*weak, T.AutoAugment(T.AutoAugmentPolicy.CIFAR10), tail])
         ev = tail
     elif family == "digits":
-        weak = [T.RandomCrop(s, padding=1)]
+        weak = [T.RandomCrop(s, padding=1, padding_mode=padding_mode)]
         strong = T.Compose([*weak, DigitsRandAugment(num_ops=2, magnitude=9), tail])
         auto = T.Compose([*weak, tail])
         ev = tail

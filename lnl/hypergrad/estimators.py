@@ -28,6 +28,7 @@ from lnl.hypergrad.functional import ParamDict, named_params, snapshot_params
 from lnl.hypergrad.metagrad import (
     StepFn,
     clean_grad,
+    kstep_denominators,
     kstep_surrogate,
     soft_target_surrogate,
     unrolled_metagrad,
@@ -99,13 +100,13 @@ class SoftTargetHypergrad:
 
     def meta_gradient(
         self, student: nn.Module, steps: Sequence[StudentStep], meta_params: Sequence[Tensor], clean: Batch,
-        reduction: str = "sum", rebuild: Rebuild | None = None,
+        reduction: str = "mean", rebuild: Rebuild | None = None,
     ) -> MetaGradient:  # fmt: skip
         raise NotImplementedError
 
 
 class JVPSoftTargets(SoftTargetHypergrad):
-    """Σ_j c_j·mean⟨sg u_j, q_j⟩ with u_j = J_{log S(x_j; θ_j)}·(η g_w) (EMLC Eq. 11; exact for k = 1)."""
+    """Σ_j c_j·Σ_i⟨sg u_ji, q_ji⟩ / N, u_j = J_{log S(x_j; θ_j)}·g_w (EMLC Eq. 11; exact for k = 1); N per `kstep_denominators`."""
 
     name = "jvp"
 
@@ -118,7 +119,7 @@ class JVPSoftTargets(SoftTargetHypergrad):
         return StudentStep(loss.detach(), grads, snapshot_params(named), dict(eta), x,
                            targets[:n_targets], n_targets, inputs=inputs)  # fmt: skip
 
-    def meta_gradient(self, student, steps, meta_params, clean, reduction="sum", rebuild=None):  # noqa: ANN001
+    def meta_gradient(self, student, steps, meta_params, clean, reduction="mean", rebuild=None):  # noqa: ANN001
         loss_c, g_w = clean_grad(student, named_params(student), None, *clean)
         g_w = all_reduce_mean_dict(g_w)
         sur, us = kstep_surrogate(
@@ -128,11 +129,11 @@ class JVPSoftTargets(SoftTargetHypergrad):
         if all(s.targets.requires_grad for s in steps) or rebuild is None:
             return MetaGradient(list(torch.autograd.grad(sur, meta_params, allow_unused=True)), loss_c)
         grads: Grads = [None] * len(meta_params)
-        for step, u in sorted(zip(steps, us), key=lambda su: not su[0].targets.requires_grad):
+        ns = kstep_denominators([len(s.targets) for s in steps], [s.denom for s in steps], reduction)
+        kept_first = sorted(zip(steps, us, ns), key=lambda sun: not sun[0].targets.requires_grad)
+        for step, u, n in kept_first:
             with _targets(step, rebuild) as q:  # kept graphs first, then one rebuilt graph at a time
-                g = torch.autograd.grad(
-                    soft_target_surrogate(u, q, step.denom), meta_params, allow_unused=True
-                )
+                g = torch.autograd.grad(soft_target_surrogate(u, q, n), meta_params, allow_unused=True)
             grads = add_grads(grads, g)
         return MetaGradient(grads, loss_c)
 
@@ -160,7 +161,7 @@ class UnrolledSoftTargets(SoftTargetHypergrad):
         meta, clean_loss, grads = unrolled_metagrad(loss, named, meta_params, student, None, *clean, step_fn)
         return StudentStep(loss.detach(), list(grads.values()), meta_grads=meta, meta_loss=clean_loss)
 
-    def meta_gradient(self, student, steps, meta_params, clean, reduction="sum", rebuild=None):  # noqa: ANN001
+    def meta_gradient(self, student, steps, meta_params, clean, reduction="mean", rebuild=None):  # noqa: ANN001
         (step,) = steps
         assert step.meta_grads is not None and step.meta_loss is not None
         return MetaGradient(step.meta_grads, step.meta_loss)

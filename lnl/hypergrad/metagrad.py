@@ -119,12 +119,9 @@ def onestep_surrogate(
     return soft_target_surrogate(u, q, denom), u
 
 
-def kstep_coefficients(lrs: Sequence[LRs], reduction: Literal["sum", "mean"] = "sum") -> list[LRs]:
-    """c_j = η_j Π_{τ=j+1}^{k−1} (1 − η_τ) (Prop. 2 / Eq. 11 with γ = 1 − η), divided by k for `mean`."""
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction = {reduction!r}: expected 'sum' or 'mean'")
+def kstep_coefficients(lrs: Sequence[LRs]) -> list[LRs]:
+    """c_j = η_j Π_{τ=j+1}^{k−1} (1 − η_τ) (Prop. 2 / Eq. 11 with γ = 1 − η; the official discount (1 − η)^{k−1−j})."""
     k = len(lrs)
-    div = float(k) if reduction == "mean" else 1.0
 
     def coef(j: int, name: str | None) -> float:
         def lr(t: int) -> float:
@@ -134,7 +131,7 @@ def kstep_coefficients(lrs: Sequence[LRs], reduction: Literal["sum", "mean"] = "
         c = lr(j)
         for t in range(j + 1, k):
             c *= 1.0 - lr(t)
-        return c / div
+        return c
 
     out: list[LRs] = []
     for j in range(k):
@@ -145,6 +142,20 @@ def kstep_coefficients(lrs: Sequence[LRs], reduction: Literal["sum", "mean"] = "
     return out
 
 
+def kstep_denominators(
+    rows: Sequence[int], denoms: Sequence[float | None] | None, reduction: Literal["sum", "mean"]
+) -> list[float]:
+    """The N_j dividing step j's Σ_i ⟨u_i, q_i⟩: its own N_j (`sum` of per-step means) or, for `mean`, Σ_j N_j.
+
+    `mean` is the official EMLC `meta.teacher_backward_ms` (`meta_loss`: η · `batch_dot_product.mean()` over the
+    rows of all k look-ahead steps concatenated); `sum` adds k per-step means (k times larger for equal batches).
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction = {reduction!r}: expected 'sum' or 'mean'")
+    own = [float(r if denoms is None or denoms[j] is None else denoms[j]) for j, r in enumerate(rows)]
+    return own if reduction == "sum" else [sum(own)] * len(own)
+
+
 def kstep_surrogate(
     module: nn.Module,
     snapshots: Sequence[Mapping[str, Tensor]],
@@ -153,10 +164,12 @@ def kstep_surrogate(
     qs: Sequence[Tensor],
     g_w: Mapping[str, Tensor],
     lrs: Sequence[LRs],
-    reduction: Literal["sum", "mean"] = "sum",
+    reduction: Literal["sum", "mean"] = "mean",
     denoms: Sequence[float | None] | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """Σ_j c_j·(1/N_j) Σ_i ⟨sg(u_i^(j)), q_i^(j)⟩ (Eq. 11): JVP j at snapshot θ_j on batch j with batch j's targets.
+
+    N_j from `kstep_denominators`: `mean` (default, the official code) divides by the rows of all k steps.
 
     `lrs[j]` is η (float or per-name dict) of step j; g_w is the clean gradient at the params after the last step.
     Returns the surrogate and the per-step u^(j) (already scaled by c_j).
@@ -166,14 +179,13 @@ def kstep_surrogate(
         raise ValueError(
             f"k-step lists differ in length: {k} snapshots, {len(xs)} x, {len(qs)} q, {len(lrs)} lrs"
         )
-    coefs = kstep_coefficients(lrs, reduction)
+    coefs = kstep_coefficients(lrs)
+    ns = kstep_denominators([q.shape[0] for q in qs], denoms, reduction)
     total: Tensor | None = None
     us: list[Tensor] = []
     for j in range(k):
         tangent = scale_tangent(g_w, coefs[j])
-        term, u = onestep_surrogate(
-            module, snapshots[j], buffers, xs[j], qs[j], tangent, None if denoms is None else denoms[j]
-        )
+        term, u = onestep_surrogate(module, snapshots[j], buffers, xs[j], qs[j], tangent, ns[j])
         total = term if total is None else total + term
         us.append(u)
     assert total is not None

@@ -17,6 +17,7 @@ from lnl.errors import ConfigError
 from lnl.methods.masked_mean import MaskedMean
 from lnl.models.backbones import create_backbone
 from lnl.models.init import load_matching_state
+from lnl.models.layers import new_dropout_masks
 from lnl.report.evidence import LabelEvidence, loss_based_evidence
 
 
@@ -166,10 +167,11 @@ class LNLModule(LightningModule):
             )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Manual-optimization methods average every gradient by hand: keep DDP's reducer idle.
-
-        Lightning re-enables `require_backward_grad_sync` after each training step, so this runs every batch.
+        """A new step: new dropout masks (`StepDropout`, shared by all forwards of a batch within the step). Manual-
+        optimization methods average every gradient by hand: keep DDP's reducer idle (Lightning re-enables
+        `require_backward_grad_sync` after each training step, so this runs every batch).
         """
+        new_dropout_masks(self)
         ddp = self.trainer.strategy.model
         if not self.automatic_optimization and isinstance(ddp, DistributedDataParallel):
             ddp.require_backward_grad_sync = False

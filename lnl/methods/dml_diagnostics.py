@@ -2,7 +2,8 @@
 
 Per step: losses, h, |𝒮|/B, R(c) mean/min/max, the UDA mask rate and, when true labels are known, the batch's
 selection precision (the paper's "estimated accuracy" = # clean / # selected) and recall. Per epoch: R(c) of
-every group, and with true labels the epoch's selection precision and recall, each group's true clean share (the
+every group, and with true labels the epoch's selection precision and recall, the ranking AUROC of the bank's
+scores (`train/bank_auroc`: do wrong labels score higher?), each group's true clean share (the
 share of its samples whose given label is right) and the mean |R(c) − clean share| over groups. True labels are
 used for these numbers only, never for training. The history is kept in checkpoints and drawn at the end of a fit
 as `dml_selection.png` in the run directory (and logged as a W&B image when W&B logs).
@@ -19,13 +20,21 @@ from torch import Tensor
 
 from lnl.methods.base import has_true_labels
 from lnl.methods.selection import selection_counts
+from lnl.report.estimates import auroc
 
 FIGURE_NAME = "dml_selection.png"
 # epoch-level keys whose values are reduced over ranks by hand before logging (equal on every rank): Lightning's
 # advice to log them with `sync_dist=True` does not apply (`lnl.console.silence_presynced_advice`)
-PRESYNCED_EPOCH_KEYS = (
-    r"train/(h_epoch|R_c\d+|R_err|sel_(precision|recall)_epoch|clean_rate|clean_share_c\d+|evidence_[tf]pr)"
-)
+PRESYNCED_EPOCH_KEYS = r"train/(h_epoch|R_c\d+|R_err|sel_(precision|recall)_epoch|clean_rate|clean_share_c\d+|evidence_[tf]pr|bank_auroc)"
+
+
+def bank_auroc(selector: Any, flag: Tensor) -> float:
+    """How well the bank's scores rank the labels: AUROC of the EMA score for "label is wrong" over the samples
+    seen with known truth (`flag`: 1 right, 0 wrong, −1 unknown); 1 = every wrong label scores above every right one.
+    """
+    seen = (flag >= 0) & (selector.bank_labels[: flag.numel()] >= 0)
+    scores = selector.bank[: flag.numel()][seen].double().cpu().numpy()
+    return auroc(scores, (flag[seen] == 0).cpu().numpy())
 
 
 class SelectionDiagnostics:
@@ -88,6 +97,8 @@ class SelectionDiagnostics:
                 tpr = ((ev > 0) & seen & (flag == 1)).sum() / ((flag == 1) & seen).sum().clamp_min(1)
                 fpr = ((ev > 0) & seen & (flag == 0)).sum() / ((flag == 0) & seen).sum().clamp_min(1)
                 logs |= {"train/evidence_tpr": tpr, "train/evidence_fpr": fpr}
+                record["bank_auroc"] = bank_auroc(module.selector, flag)
+                logs["train/bank_auroc"] = torch.tensor(record["bank_auroc"])
             record |= {"precision": float(precision), "recall": float(recall), "R_err": float(err),
                        "clean_rate": float(logs["train/clean_rate"]), "share": share.tolist()}  # fmt: skip
         module.log_dict({k: v.float() for k, v in logs.items()}, on_step=False, on_epoch=True)

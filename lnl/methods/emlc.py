@@ -28,8 +28,8 @@ class EMLC(TeacherStudent):
     Per batch: teacher CE (+ BCE on corrupted clean labels) gradients on the clean batch (AutoAugment), then
     q = teacher(x, ỹ), a real SGD step of S on softCE(S(x), sg q) (+ gold half when `mix_gold`),
     snapshot θ kept. Every k-th batch (and at the epoch's last batch): g_w = ∇CE(S(x_m; θ')) on the meta batch
-    (the clean batch, or its second half with `mix_gold`), all-reduced; teacher loss = Σ_j c_j·mean⟨sg u_j, q_j⟩
-    + CE + BCE (Eq. 12), u_j = JVP of log S at θ_j on batch j along g_w (`hypergrad: jvp`), or the exact
+    (the clean batch, or its second half with `mix_gold`), all-reduced; teacher loss = Σ_j c_j·Σ_i⟨sg u_ji, q_ji⟩ / N
+    + CE + BCE (Eq. 12), N = the rows of all k steps (`kstep_reduction: mean`, the official `teacher_backward_ms`), u_j = JVP of log S at θ_j on batch j along g_w (`hypergrad: jvp`), or the exact
     unrolled second-order gradient (`unrolled`, k = 1). One teacher step.
 
     Decisions: corruption hits the odd positions of the clean batch (target 1 where the label is still right);
@@ -60,7 +60,7 @@ class EMLC(TeacherStudent):
         hypergrad: Literal["jvp", "unrolled"] = "jvp",
         corruption: Literal["none", "random", "adversarial"] = "none",
         mix_gold: bool = False,
-        kstep_reduction: Literal["sum", "mean"] = "sum",
+        kstep_reduction: Literal["sum", "mean"] = "mean",
         kstep_targets: Literal["recompute", "keep"] = "recompute",
         embed_dim: int = 128,
         gate_hidden: int = 128,

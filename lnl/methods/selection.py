@@ -30,6 +30,10 @@ Rules for R(c) (`rule`):
   selected labels are.
 - `global`: one R shared by all groups, driven by the global h (works with exact feedback), bank thresholds.
 - `per_batch`: no bank; the ceil(R(c)·n_c) smallest current scores of each group in the batch, R(c) by sign drift.
+- `cumulative_h`: the closest literal reading of Eq. 8: after the warm-up, sample i (of group c, counted in
+  R_t(c)) is in 𝒮 when its current Eq. 2 score is below ε0 + Σ_{t'≤t} h_{t'}, one threshold for all groups
+  (ε0 = `h_eps0`, small: the paper's Fig. 3(f) uses 0.04-0.15; h the signed student feedback of every step
+  since the first, Algorithm 1 line 9). Logged R(c): the share of group c's bank scores under the threshold.
 - `schedule`: Co-teaching's oracle R(t) = 1 − τ·min(epoch / schedule_epochs, 1) from the *true* noise rate τ
   (Han et al. 2018), bank thresholds, no feedback: the reference a learned rule is compared with.
 
@@ -52,8 +56,10 @@ from torch import Tensor, nn
 from lnl.errors import ConfigError
 from lnl.hypergrad.feedback import per_class_feedback
 
-SelectionRule = Literal["estimated", "sign_drift", "per_class", "global", "per_batch", "schedule"]
-RULES: tuple[str, ...] = ("estimated", "sign_drift", "per_class", "global", "per_batch", "schedule")
+SelectionRule = Literal[
+    "estimated", "sign_drift", "per_class", "global", "per_batch", "schedule", "cumulative_h"
+]
+RULES: tuple[str, ...] = SelectionRule.__args__
 ALIASES: dict[str, str] = {"per_class": "sign_drift"}  # the name of `sign_drift` before the evidence rule
 ESTIMATORS: tuple[str, ...] = ("gmm", "split", "feedback_share")
 DRIFT_RULES: tuple[str, ...] = ("sign_drift", "global", "per_batch")
@@ -77,6 +83,7 @@ class SelectionConfig:
     schedule_epochs: int = 10
     estimator: str = "gmm"
     max_rise: float | None = 0.02
+    h_eps0: float = 0.1
 
     @classmethod
     def coerce(cls, value: SelectionConfig | dict | None) -> SelectionConfig:
@@ -129,6 +136,7 @@ class SmallLossSelector(nn.Module):
         schedule_epochs: int = 10,
         estimator: str = "gmm",
         max_rise: float | None = 0.02,
+        h_eps0: float = 0.1,
     ) -> None:
         super().__init__()
         if rule not in RULES:
@@ -137,6 +145,8 @@ class SmallLossSelector(nn.Module):
             raise ConfigError(f"selection r_min, r_max = {r_min}, {r_max}: need 0 < r_min <= r_max <= 1")
         if not 0.0 < eps0 <= 1.0:
             raise ConfigError(f"selection.eps0 = {eps0}: must be in (0, 1]")
+        if not h_eps0 > 0.0:
+            raise ConfigError(f"selection.h_eps0 = {h_eps0}: must be > 0 (the paper: ε0 cannot be zero)")
         for name, m in (("bank_momentum", bank_momentum), ("h_momentum", h_momentum),
                         ("evidence_momentum", evidence_momentum)):  # fmt: skip
             if not 0.0 <= m < 1.0:
@@ -164,7 +174,7 @@ class SmallLossSelector(nn.Module):
         self.noise_rate, self.schedule_epochs = noise_rate, schedule_epochs
         self.fixed_size = False
         self.estimator = estimator
-        self.max_rise = max_rise
+        self.max_rise, self.h_eps0 = max_rise, h_eps0
         self.register_buffer("bank", torch.zeros(num_samples))
         self.register_buffer("bank_labels", torch.full((num_samples,), -1, dtype=torch.long))
         self.register_buffer("evidence", torch.zeros(num_samples))
@@ -173,6 +183,7 @@ class SmallLossSelector(nn.Module):
         self.register_buffer("target", torch.ones(num_classes))
         self.register_buffer("h_ema", torch.zeros(num_classes))
         self.register_buffer("h_ema_global", torch.zeros(()))
+        self.register_buffer("h_sum", torch.zeros((), dtype=torch.float64))  # `cumulative_h`: Σ_t h_t
         self.register_buffer("thresholds", torch.full((num_classes,), float("inf")))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_refresh_epoch", torch.full((), -1, dtype=torch.long))
@@ -292,11 +303,25 @@ class SmallLossSelector(nn.Module):
             self.target[c] = est
         self.ratio.copy_(self.target)
 
+    def h_threshold(self) -> float:
+        """`cumulative_h`: the loss threshold ε0 + Σ_t h_t of Eq. 8."""
+        return self.h_eps0 + float(self.h_sum)
+
     @torch.no_grad()
     def refresh_thresholds(self, epoch: int) -> None:
         """τ_c = linear-interpolated quantile at R(c) of the seen bank scores of group c (+inf: group unseen)."""
         if self.rule == "estimated" and epoch >= self.warmup_epochs:
             self.estimate_ratios()
+        if self.rule == "cumulative_h" and epoch >= self.warmup_epochs:
+            self.thresholds.fill_(self.h_threshold())  # R(c) for the logs: Eq. 8's count over group c's size
+            seen = self.bank_labels >= 0
+            counts = torch.bincount(self.bank_labels[seen], minlength=self.num_classes)[: self.num_classes]
+            under = torch.bincount(
+                self.bank_labels[seen & (self.bank <= self.thresholds[0])], minlength=self.num_classes
+            )[: self.num_classes]
+            self.ratio.copy_(torch.where(counts > 0, under / counts.clamp_min(1), self.ratio))
+            self.last_refresh_epoch.fill_(epoch)
+            return
         seen = self.bank_labels >= 0
         scores, labels = self.bank[seen], self.bank_labels[seen]
         order = torch.argsort(scores, stable=True)
@@ -347,6 +372,8 @@ class SmallLossSelector(nn.Module):
             if self._needs_refresh(epoch):
                 self.refresh_thresholds(epoch)
             mask = self.bank[index] <= self.thresholds[groups]
+            if self.rule == "cumulative_h" and epoch >= self.warmup_epochs:
+                mask = scores.detach().double() <= self.h_threshold()
             if epoch >= self.warmup_epochs:
                 self._count(index, mask)
         self.step += 1
@@ -370,6 +397,8 @@ class SmallLossSelector(nn.Module):
         the sign-drift rules also move R(c) by δ·sign of the per-group feedback (Eq. 8; `h` already signed)."""
         s = before - after
         self.update_evidence(index, s / reduce(s.abs().mean()).clamp_min(1e-12))
+        if self.rule == "cumulative_h":
+            self.h_sum += torch.as_tensor(h, dtype=self.h_sum.dtype, device=self.h_sum.device)
         if self.drifts:  # only the sign-drift rules read the per-group feedback
             h_c, n_c = per_class_feedback(before, after, groups, self.num_classes, mask, reduce=reduce)
             self.update_ratios(h_c, n_c, h, epoch)

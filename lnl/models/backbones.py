@@ -15,6 +15,7 @@ from timm.models import register_model
 from torch import Tensor, nn
 
 from lnl.errors import ConfigError
+from lnl.models.layers import StepDropout, ZeroPadShortcut, dropout_batch, he_normal_
 
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
@@ -30,7 +31,8 @@ class ClassifierNet(nn.Module):
         self.fc = nn.Linear(num_features, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return self.trunk(x)
+        with dropout_batch(x):  # StepDropout layers key their masks by this batch
+            return self.trunk(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x.mean(dim=(2, 3)) if x.dim() == 4 else x.flatten(1)
@@ -52,18 +54,21 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
 
 
 class BasicBlock(nn.Module):
-    """Post-activation residual block (He et al. 2016) with a 1x1 projection shortcut when shapes change."""
+    """Post-activation residual block (He et al. 2016); when shapes change, a 1x1 projection shortcut (option B)
+    or a zero-padding one (`shortcut="A"`, the official CIFAR ResNet-32 of MW-Net's `resnet.py`)."""
 
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, planes: int, stride: int = 1, shortcut: str = "B") -> None:
         super().__init__()
         cout = planes * self.expansion
         self.body = nn.Sequential(
             *_conv_bn(cin, planes, stride), nn.ReLU(inplace=True), *_conv_bn(planes, cout)
         )
         self.shortcut = nn.Identity()
-        if stride != 1 or cin != cout:
+        if (stride != 1 or cin != cout) and shortcut == "A":
+            self.shortcut = ZeroPadShortcut(cin, cout, stride)
+        elif stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -96,7 +101,7 @@ class PreActBlock(nn.Module):
         super().__init__()
         self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.drop = StepDropout(drop_rate) if drop_rate > 0 else nn.Identity()  # one mask per step and batch
         self.shortcut = None if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,21 +111,23 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
-def _stages(block: type, cin: int, widths: list[int], depths: list[int], strides: list[int]) -> nn.Sequential:
+def _stages(
+    block: type, cin: int, widths: list[int], depths: list[int], strides: list[int], **block_kwargs: Any
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width, depth, stride in zip(widths, depths, strides):
         for i in range(depth):
-            layers.append(block(cin, width, stride if i == 0 else 1))
+            layers.append(block(cin, width, stride if i == 0 else 1, **block_kwargs))
             cin = width * getattr(block, "expansion", 1)
     return nn.Sequential(*layers)
 
 
 def _resnet(
-    block: type, depths: list[int], widths: list[int], num_classes: int, in_chans: int
+    block: type, depths: list[int], widths: list[int], num_classes: int, in_chans: int, **block_kwargs: Any
 ) -> ClassifierNet:
     stem = nn.Sequential(*_conv_bn(in_chans, widths[0]), nn.ReLU(inplace=True))
     strides = [1] + [2] * (len(widths) - 1)
-    trunk = nn.Sequential(stem, _stages(block, widths[0], widths, depths, strides))
+    trunk = nn.Sequential(stem, _stages(block, widths[0], widths, depths, strides, **block_kwargs))
     return ClassifierNet(trunk, widths[-1] * block.expansion, num_classes)
 
 
@@ -152,9 +159,21 @@ def _no_pretrained(name: str, pretrained: bool) -> None:
 def resnet32_cifar(
     pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any
 ) -> nn.Module:
-    """ResNet-32 for 32x32 inputs (He et al. 2016, Sec. 4.2): 3 stages x 5 basic blocks, 16/32/64 channels."""
+    """ResNet-32 for 32x32 inputs (He et al. 2016, Sec. 4.2): 3 stages x 5 basic blocks, 16/32/64 channels.
+
+    `shortcut`: "B" (default, 1x1 projections) or "A" (zero padding, the paper's CIFAR choice and the official
+    MW-Net `resnet.py`); `init`: "default" (PyTorch's) or "he_normal" (MW-Net's `_weights_init`).
+    """
     _no_pretrained("resnet32_cifar", pretrained)
-    return _resnet(BasicBlock, [5, 5, 5], [16, 32, 64], num_classes, in_chans)
+    kw = _clean(kwargs)
+    shortcut, init = kw.pop("shortcut", "B"), kw.pop("init", "default")
+    if shortcut not in ("A", "B") or init not in ("default", "he_normal") or kw:
+        raise ConfigError(
+            f"resnet32_cifar options shortcut = {shortcut!r}, init = {init!r}, other = {sorted(kw)}: allowed are "
+            "shortcut A|B, init default|he_normal"
+        )
+    model = _resnet(BasicBlock, [5, 5, 5], [16, 32, 64], num_classes, in_chans, shortcut=shortcut)
+    return he_normal_(model) if init == "he_normal" else model
 
 
 @register_model

@@ -137,6 +137,46 @@ def test_cifar100_superclass_next_map():
     np.testing.assert_array_equal(noisy[flipped], m[y[flipped]])
 
 
+def test_flip2_is_mwnet_flip_labels_C_two():
+    """MW-Net's flip2 law: 1 − τ kept, τ/2 to each of two distinct other classes drawn uniformly per class."""
+    t, C = 0.4, 10
+
+    def pairs(seed: int) -> np.ndarray:
+        Q = transition_matrix("flip2", t, C, seed=seed)
+        np.testing.assert_allclose(Q.sum(axis=1), 1.0)
+        np.testing.assert_allclose(np.diag(Q), 1 - t)
+        off = Q - np.diag(np.diag(Q))
+        assert ((off > 0).sum(axis=1) == 2).all()  # two other classes per class ...
+        np.testing.assert_allclose(off[off > 0], t / 2)  # ... with τ/2 each
+        return off > 0
+
+    a = pairs(5)
+    np.testing.assert_array_equal(a, pairs(5))
+    assert all(not np.array_equal(a, pairs(s)) for s in range(6, 12))
+    hits = sum(pairs(s).astype(float) for s in range(900))  # each other class: 2/(C−1) of the seeds
+    p = 2 / (C - 1)
+    sigma = math.sqrt(900 * p * (1 - p))
+    assert np.diag(hits).sum() == 0
+    assert np.abs(hits[~np.eye(C, dtype=bool)] - 900 * p).max() <= 4.5 * sigma
+    with pytest.raises(ConfigError, match="flip2"):
+        transition_matrix("flip2", t, 2)
+
+
+def test_flip2_realized_transition_equals_the_law_within_sampling_error():
+    """`count: sampled` draws every label from its row (the official generator): Q̂ = Q within 4.5 σ per cell."""
+    t, C, n = 0.4, 10, 4000
+    y = _labels(C, n)
+    noisy = corrupt_labels(y, "flip2", t, C, seed=7)
+    Q = transition_matrix("flip2", t, C, seed=7)
+    counts = np.zeros((C, C))
+    np.add.at(counts, (y, noisy), 1)
+    Q_hat = counts / n
+    sigma = np.sqrt(Q * (1 - Q) / n)
+    assert (np.abs(Q_hat - Q) <= 4.5 * sigma + 1e-12).all()
+    assert (Q_hat[Q == 0] == 0).all()
+    assert abs(realized_rate(y, noisy) - t) <= 4.5 * math.sqrt(t * (1 - t) / (n * C))
+
+
 # ---------------------------------------------------------------- realized rates
 
 CASES = [  # kind, C, tau, class_map
@@ -146,6 +186,8 @@ CASES = [  # kind, C, tau, class_map
     ("uniform", 100, 0.8, None),
     ("pairflip", 10, 0.45, None),
     ("random_flip", 10, 0.4, None),
+    ("flip2", 10, 0.4, None),
+    ("flip2", 100, 0.4, None),
     ("block5", 100, 0.4, None),
     ("asymmetric", 10, 0.4, cifar10_asymmetric_map()),
     ("asymmetric", 100, 0.3, superclass_next_map(_coarse_of_fine())),
@@ -180,7 +222,7 @@ def test_exact_count_per_class(kind, C, t, class_map):
     w = _wrong_rates(kind, C, t, class_map)
     wrong = np.bincount(y[noisy != y], minlength=C)
     assert wrong.tolist() == [round(float(w[c]) * int(sizes[c])) for c in range(C)]
-    if kind in ("symmetric", "pairflip", "random_flip", "block5", "asymmetric"):
+    if kind in ("symmetric", "pairflip", "random_flip", "flip2", "block5", "asymmetric"):
         assert wrong.tolist() == [round(t * int(n)) if w[c] > 0 else 0 for c, n in enumerate(sizes)]
     Q = transition_matrix(kind, t, C, seed=3, class_map=class_map)
     assert (Q[y, noisy] > 0).all()
@@ -250,7 +292,7 @@ def test_idn_needs_features():
 
 
 @pytest.mark.parametrize("count", ["sampled", "exact"])
-@pytest.mark.parametrize("kind", ["symmetric", "uniform", "random_flip", "pairflip"])
+@pytest.mark.parametrize("kind", ["symmetric", "uniform", "random_flip", "flip2", "pairflip"])
 def test_parts_share_the_transition_and_keep_part_zero(kind, count):
     t, C, seed = 0.4, 10, 5
     y0, y1 = _labels(C, 97, seed=1), _labels(C, 31, seed=2)  # odd sizes exercise exact rounding per part
@@ -422,7 +464,7 @@ def test_spec_validate_tag_and_apply():
     y = _labels(10, 50)
     out = apply_noise(NoiseSpec("pairflip", 0.3, count="exact"), y, 10, seed=4)
     np.testing.assert_array_equal(out, corrupt_labels(y, "pairflip", 0.3, 10, seed=4, count="exact"))
-    assert set(KINDS) == {"none", "symmetric", "uniform", "asymmetric", "pairflip", "random_flip", "block5",
+    assert set(KINDS) == {"none", "symmetric", "uniform", "asymmetric", "pairflip", "random_flip", "flip2", "block5",
                           "instance", "file"}  # fmt: skip
 
 

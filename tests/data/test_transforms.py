@@ -140,3 +140,25 @@ def test_bad_family_and_view_are_config_errors():
     tr, _, _ = _build("cifar")
     with pytest.raises(ConfigError, match="view = 'medium': unknown"):
         tr.get("medium")
+
+
+def test_reflect_crop_padding_never_shows_zero_borders():
+    """MW-Net's crop (`crop_padding: reflect`): a shifted crop repeats image pixels; `constant` pads with zeros."""
+    img = Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8))  # no pixel is 0 anywhere
+    stats = CIFAR
+    zero = (0.0 - np.array(stats["mean"])) / np.array(stats["std"])  # a 0 pixel after normalization
+    seen = {"constant": 0, "reflect": 0}
+    for mode in seen:
+        weak = build_transforms("cifar", image_size=32, padding_mode=mode, **stats).weak
+        torch.manual_seed(0)
+        for _ in range(20):
+            out = weak(img)
+            seen[mode] += int(torch.isclose(out[0], torch.tensor(zero[0], dtype=out.dtype)).any())
+    assert seen["constant"] > 10 and seen["reflect"] == 0
+
+
+def test_bad_crop_padding_is_a_config_error():
+    from lnl.data import NoisyLabelDataModule
+
+    with pytest.raises(ConfigError, match="crop_padding = 'wrap'"):
+        NoisyLabelDataModule(dataset="digits", crop_padding="wrap")

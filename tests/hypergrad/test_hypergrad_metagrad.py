@@ -151,7 +151,7 @@ def test_kstep_equals_sum_of_discounted_onestep_terms(reduction) -> None:
     sur, us = kstep_surrogate(student, snaps, None, xs, qs, g_w, lrs, reduction)
     got = torch.autograd.grad(sur, alpha, retain_graph=True)
     gamma = [(1 - lrs[1]) * (1 - lrs[2]) * lrs[0], (1 - lrs[2]) * lrs[1], lrs[2]]
-    div = 3.0 if reduction == "mean" else 1.0
+    div = 3.0 if reduction == "mean" else 1.0  # equal batch sizes: the row mean is the mean of the step means
     expected = [torch.zeros_like(p) for p in alpha]
     for j in range(3):
         term, _ = onestep_surrogate(student, snaps[j], None, xs[j], qs[j], scale_tangent(g_w, 1.0))
@@ -165,12 +165,12 @@ def test_kstep_equals_sum_of_discounted_onestep_terms(reduction) -> None:
 
 def test_kstep_k1_is_onestep_and_constant_lr_coefficients() -> None:
     student, qnet, snaps, xs, qs, g_w, lrs = _kstep_setup(k=1)
-    sur_k, _ = kstep_surrogate(student, snaps, None, xs, qs, g_w, lrs)
+    sur_k, _ = kstep_surrogate(student, snaps, None, xs, qs, g_w, lrs)  # k = 1: mean and sum agree
     sur_1, _ = onestep_surrogate(student, snaps[0], None, xs[0], qs[0], scale_tangent(g_w, lrs[0]))
     torch.testing.assert_close(sur_k, sur_1, rtol=1e-14, atol=0)
     eta = 0.02
     assert kstep_coefficients([eta] * 5) == pytest.approx([(1 - eta) ** (4 - j) * eta for j in range(5)])
-    assert kstep_coefficients([{"w": eta}] * 2, "mean")[0]["w"] == pytest.approx((1 - eta) * eta / 2)
+    assert kstep_coefficients([{"w": eta}] * 2)[0]["w"] == pytest.approx((1 - eta) * eta)
 
 
 @pytest.mark.parametrize(

@@ -201,3 +201,17 @@ def test_h_baseline_is_the_moving_average_of_h(tmp_path):
         ema = 0.5 * ema + 0.5 * h
     assert len(probe.h) == 6 and any(h != 0 for h in probe.h)
     assert float(model.h_mean) == pytest.approx(ema, rel=1e-5, abs=1e-9)
+
+
+def test_bank_auroc_ranks_wrong_labels_by_their_bank_score():
+    """`train/bank_auroc`: 1 when every wrong label's EMA score is above every right one, 0 reversed, unseen ignored."""
+    from lnl.methods.dml_diagnostics import bank_auroc
+    from lnl.methods.selection import SmallLossSelector
+
+    sel = SmallLossSelector(2, num_samples=6)
+    sel.update_bank(torch.arange(5), torch.tensor([0, 0, 1, 1, 0]), torch.tensor([0.1, 0.2, 0.9, 0.3, 2.0]))
+    flag = torch.tensor([1.0, 1.0, 0.0, 1.0, -1.0, 0.0])  # index 4: truth unknown; index 5: never seen
+    assert bank_auroc(sel, flag) == pytest.approx(1.0)
+    assert bank_auroc(sel, torch.tensor([0.0, 0.0, 1.0, 0.0, -1.0, 1.0])) == pytest.approx(0.0)
+    flag[0] = 0.0  # a wrong label with the lowest score: 2 wrong x 2 right pairs, 2 ordered right
+    assert bank_auroc(sel, flag) == pytest.approx(0.5)

@@ -62,3 +62,17 @@ def test_one_step_is_algorithm_1() -> None:
         for p, g in zip(live.values(), grads):
             p.sub_(0.1 * g)
     assert max_rel_diff(state(model), state(ref)) < 1e-10
+
+
+def test_dropout_shares_its_mask_between_the_lookahead_and_the_real_step(monkeypatch) -> None:
+    """L2RW's WRN dropout 0.3: `jvp` re-runs the noisy forward for its JVP, `unrolled` reuses it; with one mask
+    per step and batch both differentiate the same network (identical runs); with per-forward masks they differ."""
+    from lnl.models.layers import StepDropout
+
+    def run(h: str) -> dict[str, torch.Tensor]:
+        make = l2rw(hypergrad=h, backbone="wrn28_2", backbone_kwargs={"drop_rate": 0.3})
+        return state(fit(make, precision="64-true", data=SynthData(2)))
+
+    assert max_rel_diff(run("jvp"), run("unrolled")) < 1e-8
+    monkeypatch.setattr(StepDropout, "forward", lambda self, x: F.dropout(x, self.p, self.training))
+    assert max_rel_diff(run("jvp"), run("unrolled")) > 1e-3  # a fresh mask per forward: another network

@@ -215,3 +215,23 @@ def test_estimated_rule_rises_by_at_most_max_rise_per_refresh():
 def test_bad_estimator_is_a_config_error():
     with pytest.raises(ConfigError, match="selection.estimator = 'mode'"):
         SmallLossSelector(2, estimator="mode")
+
+
+def test_cumulative_h_selects_losses_under_eps0_plus_the_summed_feedback():
+    """Eq. 8 read literally: after warm-up, i ∈ 𝒮 ⇔ current score ≤ ε0 + Σ_t h_t (one threshold for all groups)."""
+    sel = SmallLossSelector(2, rule="cumulative_h", h_eps0=0.1, warmup_epochs=1)
+    idx, lab = torch.arange(6), torch.tensor([0, 0, 0, 1, 1, 1])
+    scores = torch.tensor([0.05, 0.25, 0.9, 0.08, 0.5, 2.0])
+    assert _fill(sel, scores, lab, epoch=0).all()  # warm-up: every sample (R = eps0 = 1)
+    before, after = torch.ones(6), torch.ones(6)
+    for h in (0.15, 0.1, -0.05):  # signed feedback of three steps: Σ h = 0.2
+        sel.record_feedback(idx, lab, torch.ones(6, dtype=torch.bool), before, after, torch.tensor(h), 0)
+    assert sel.h_threshold() == pytest.approx(0.3)
+    mask = sel.select(idx, lab, scores, epoch=1)
+    assert mask.tolist() == [True, True, False, True, False, False]
+    # the logged R(c): share of each group's bank scores under the threshold (bank = EMA of the two calls)
+    assert sel.current_ratio(1).tolist() == pytest.approx([2 / 3, 1 / 3])
+    sel.record_feedback(idx, lab, mask, before, after, torch.tensor(0.25), 1)  # the threshold rises with Σ h
+    assert sel.select(idx, lab, scores, epoch=1).tolist() == [True, True, False, True, True, False]
+    with pytest.raises(ConfigError, match="h_eps0"):
+        SmallLossSelector(2, rule="cumulative_h", h_eps0=0.0)

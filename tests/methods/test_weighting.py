@@ -64,9 +64,14 @@ def test_weight_diagnostics_split_the_weights_by_true_label(name: str, monkeypat
 
 
 EXPECTED_CONFIGS = {
-    "mwnet": {f"mwnet_{ds}_{n}" for ds in ("cifar10", "cifar100") for n in ("unif40", "unif60", "flip40")}
+    "mwnet": {
+        f"mwnet_{ds}_{n}"
+        for ds in ("cifar10", "cifar100")
+        for n in ("unif40", "unif60", "flip40", "flip2_40")
+    }
     | {"mwnet_digits_unif60"},
-    "l2rw": {"l2rw_cifar10_unif40", "l2rw_cifar10_flip40", "l2rw_digits_unif60"},
+    "l2rw": {f"l2rw_cifar10_{n}_clean{c}" for n in ("unif40", "flip2_40") for c in (100, 1000)}
+    | {"l2rw_cifar10_flip40_clean100", "l2rw_digits_unif60"},
 }
 
 

@@ -53,3 +53,51 @@ def test_bad_names_and_pretrained_are_clear_errors() -> None:
         create_backbone("resnet9000", num_classes=10)
     with pytest.raises(ConfigError, match="pretrained"):
         create_backbone("resnet32_cifar", num_classes=10, pretrained=True)
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads_channels() -> None:
+    """MW-Net's ResNet-32 (`shortcut: A`): x[:, :, ::2, ::2] with (cout − cin)/2 zero channels on each side."""
+    from lnl.models.backbones import BasicBlock
+
+    block = BasicBlock(16, 32, stride=2, shortcut="A")
+    x = torch.randn(3, 16, 8, 8)
+    out = block.shortcut(x)
+    assert out.shape == (3, 32, 4, 4)
+    assert (out[:, :8] == 0).all() and (out[:, 24:] == 0).all()
+    torch.testing.assert_close(out[:, 8:24], x[:, :, ::2, ::2])
+    a = create_backbone("resnet32_cifar", num_classes=10, shortcut="A")
+    b = create_backbone("resnet32_cifar", num_classes=10)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(b) - count(a) == 16 * 32 + 32 * 64 + 2 * (32 + 64)  # no projection convs / BN in option A
+    assert a(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="shortcut"):
+        create_backbone("resnet32_cifar", num_classes=10, shortcut="C")
+
+
+def test_he_normal_init_has_the_fan_in_std() -> None:
+    torch.manual_seed(0)
+    model = create_backbone("resnet32_cifar", num_classes=10, init="he_normal")
+    conv = model.trunk[1][-1].body[0]  # a 64 -> 64 3x3 convolution: fan-in 576
+    assert conv.weight.std().item() == pytest.approx((2 / 576) ** 0.5, rel=0.03)
+    assert model.fc.weight.std().item() == pytest.approx((2 / 64) ** 0.5, rel=0.1)
+    default = create_backbone("resnet32_cifar", num_classes=10)
+    assert default.trunk[1][-1].body[0].weight.std().item() < 0.7 * (2 / 576) ** 0.5  # PyTorch's uniform init
+
+
+def test_step_dropout_shares_one_mask_per_step_and_batch() -> None:
+    """WRN dropout (`drop_rate`): the same batch sees the same mask until the next step; another batch its own."""
+    from lnl.hypergrad import functional_forward
+    from lnl.models.layers import new_dropout_masks
+
+    torch.manual_seed(0)
+    model = create_backbone("wrn28_2", num_classes=4, drop_rate=0.3).train()
+    x = torch.randn(4, 3, 8, 8)
+    first = model(x)
+    torch.testing.assert_close(model(x), first)  # the same mask within the step ...
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    torch.testing.assert_close(functional_forward(model, params, None, x), first)  # ... also functionally
+    assert not torch.allclose(model(x.clone()), first)  # another batch draws its own mask
+    new_dropout_masks(model)
+    assert not torch.allclose(model(x), first)  # a new step: a new mask
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
