@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lnl.report.class_names import label_writer, name_columns
-from lnl.report.decisions import NONE, RELABEL, chance_check, decide
+from lnl.report.decisions import NONE, RELABEL, chance_check, decide, reliability_check
 from lnl.report.estimates import (
     NoiseEstimate,
     auroc,
@@ -143,7 +143,10 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
     noisy, val = split == "noisy", split == "val"
     noise = estimate_noise(cat["probs"][noisy], given[noisy], model.num_classes)
     untrusted = noisy | (val if datamodule.hparams.val_labels == "noisy" else False)
-    held_out = chance_check(cat["probs"][val].argmax(1), given[val])
+    predicted_val, noisy_val = cat["probs"][val].argmax(1), datamodule.hparams.val_labels == "noisy"
+    held_out = chance_check(predicted_val, given[val]) or reliability_check(
+        predicted_val, given[val], noise.noise_rate, model.num_classes, noisy_val
+    )
     decision = decide(score, given, candidate, noisy, untrusted, noise.noise_rate, held_out)
     paths = datamodule.train_set.paths
     return LabelReport(

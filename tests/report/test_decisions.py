@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lnl.report.decisions import MIN_NOISE_RATE, RELABEL, SUSPECT, chance_check, decide
+from lnl.report.decisions import MIN_NOISE_RATE, RELABEL, SUSPECT, chance_check, decide, reliability_check
 from lnl.report.estimates import auroc, estimate_noise
 from lnl.report.label_report import LabelReport, summarize, write_label_report
 
@@ -103,3 +103,25 @@ def test_sorting_the_csv_by_issue_score_reproduces_the_auroc(tmp_path: Path) -> 
     assert auroc(from_file, wrong) == pytest.approx(summary.auroc, abs=1e-12) and summary.auroc == 1.0
     assert auroc(np.round(from_file, 5), wrong) < 0.95  # what 5 decimals did: ties at 1.00000
     assert {r["flagged"] for r in rows} <= {"no", SUSPECT, RELABEL}
+
+
+@pytest.mark.parametrize(("accuracy", "n", "passes"), [(0.95, 100, True), (0.9, 400, True), (0.6, 100, False),
+                                                       (0.75, 20, False)])  # fmt: skip
+def test_reliability_check_needs_a_model_more_often_right_than_the_labels(accuracy, n, passes) -> None:
+    """Noisy hold-out labels (30 % wrong): a student of true accuracy a is trusted with corrections only when the
+    lower bound of a, recovered from its agreement with the noisy labels, exceeds the labels' 0.70; a 0.75 student
+    on 20 held-out images is too uncertain, a 0.6 student (the 150-200-image folders) is worse than the labels."""
+    true, given, probs = _labels(n=n, rate=0.3, seed=3, accuracy=accuracy)
+    reason = reliability_check(probs.argmax(1), given, 0.3, 10, noisy_labels=True)
+    assert (reason is None) == passes, reason
+    if not passes:
+        assert reason.startswith("the model is right on an estimated") and "(0.70)" in reason
+
+
+def test_reliability_check_reads_clean_hold_out_labels_as_they_are() -> None:
+    """With clean hold-out labels the agreement is the accuracy itself: 0.8 on 200 images beats labels 40 % wrong
+    (0.60), not labels 10 % wrong (0.90)."""
+    true, _, probs = _labels(n=200, rate=0.0, seed=1, accuracy=0.78)
+    predicted = probs.argmax(1)
+    assert reliability_check(predicted, true, 0.4, 10, noisy_labels=False) is None
+    assert reliability_check(predicted, true, 0.1, 10, noisy_labels=False) is not None
