@@ -25,6 +25,13 @@ class CE(LNLModule):
         self.label_smoothing = label_smoothing
         self.confidence = TrainingConfidence()  # p_t(ỹ | x) over training: the label report's evidence
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        size = getattr(getattr(self._trainer, "datamodule", None), "train_size", 0) if self._trainer else 0
+        self.confidence.preallocate(
+            int(size or 0)
+        )  # without a data module (bench) the record grows on demand
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         if not self.finite_batch(batch):
             return None  # on_nonfinite: skip, before any forward pass updates BN statistics

@@ -12,7 +12,9 @@
      the given labels: with agreement A on n held-out labels whose noise rate is ρ̂ (0 for clean hold-out labels),
      and A = a(1 − ρ̂) + (1 − a)ρ̂/(C − 1) for a student of accuracy a whose errors are independent of the label
      noise, the lower bound a⁻ from A − `Z_RELIABLE`·SE(A) must exceed the labels' own estimated accuracy 1 − ρ̂
-     (a weak model at 150-200 images moved more right labels than wrong ones before this check);
+     (a weak model at 150-200 images moved more right labels than wrong ones before this check); ρ̂ is capped at
+     1 − A (no student agrees more often than the labels are right), and fewer than `MIN_HELD_OUT_PER_CLASS`
+     held-out images per class are too few to check anything;
   2. the estimated noise rate ρ̂ is at least `MIN_NOISE_RATE`;
   3. flagged and unflagged are separated: the share of flagged labels the method's candidate disagrees with exceeds
      the share among unflagged labels by at least `MIN_SEPARATION` (a scale-free check: a model at chance
@@ -27,6 +29,7 @@ import numpy as np
 
 Z_CHANCE = 3.0
 Z_RELIABLE = 2.0
+MIN_HELD_OUT_PER_CLASS = 5
 MIN_NOISE_RATE = 0.05
 MIN_SEPARATION = 0.5
 NONE, SUSPECT, RELABEL = "no", "suspect", "relabel"
@@ -63,10 +66,13 @@ def reliability_check(predicted: np.ndarray, given: np.ndarray, noise_rate: floa
     docstring, check 1: a⁻ > 1 − ρ̂); else the one-line reason. `noisy_labels`: the hold-out's labels carry
     the noise rate ρ̂ (`val_labels: noisy`), else they are clean."""
     n = len(given)
-    if n == 0:
-        return "no held-out labels to check the model against"
-    rho = min(max(noise_rate, 0.0), 1.0)
+    if n < MIN_HELD_OUT_PER_CLASS * num_classes:
+        return (f"{n} held-out images are too few to check the model against (at least {MIN_HELD_OUT_PER_CLASS} "
+                f"per class: {MIN_HELD_OUT_PER_CLASS * num_classes})")  # fmt: skip
     agree = float((predicted == given).mean())
+    rho = min(max(noise_rate, 0.0), 1.0)
+    if noisy_labels:  # A ≤ 1 − ρ for any student (a ≤ 1): a larger ρ̂ is a weak model's errors read as noise
+        rho = min(rho, 1.0 - agree)
     low = agree - Z_RELIABLE * np.sqrt(max(agree * (1 - agree), 1.0 / n) / n)
     other = rho / max(num_classes - 1, 1) if noisy_labels else 0.0
     scale = 1.0 - rho - other if noisy_labels else 1.0

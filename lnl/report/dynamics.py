@@ -26,6 +26,12 @@ class TrainingConfidence(nn.Module):
         super().__init__()
         self.register_buffer("confidence_sum", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("visits", torch.zeros(0, dtype=torch.float64))
+        self._size = 0  # the training set's size, once known (`preallocate`): no read-back per step
+
+    def preallocate(self, n: int) -> None:
+        """Size the buffers for indices 0..n-1 (the data module's `train_size`); 0: grow on demand."""
+        self._size = n
+        self._ensure_size(n)
 
     def _ensure_size(self, n: int) -> None:
         extra = n - self.visits.numel()
@@ -41,7 +47,9 @@ class TrainingConfidence(nn.Module):
         idx = rows[:, 0].long()
         if idx.numel() == 0:
             return
-        self._ensure_size(int(idx.max().item()) + 1)
+        self._ensure_size(
+            self._size or int(idx.max().item()) + 1
+        )  # a read-back only when the size is unknown
         self.confidence_sum.index_add_(0, idx, rows[:, 1])
         self.visits.index_add_(0, idx, torch.ones_like(rows[:, 1]))
 

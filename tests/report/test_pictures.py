@@ -84,7 +84,7 @@ def test_an_empty_class_is_masked_in_the_transition_estimate_and_has_no_accuracy
     probs = np.eye(4)[given] * 0.9 + 0.025
     noise = estimate_noise(probs, given, 4)
     assert np.isnan(noise.transition[3]).all()
-    fig = transitions_figure(ReportSummary(300, 0, noise, None))
+    fig = transitions_figure(ReportSummary(300, 0, 0, "labels kept as given", noise, None))
     (image,) = fig.axes[0].images
     shown = image.get_array()
     assert np.ma.is_masked(shown) and shown.mask[3].all() and not shown.mask[:3].any()
@@ -98,8 +98,9 @@ def test_label_correction_without_truth_draws_the_gate_of_every_label_and_no_emp
     n = 50
     report = LabelReport(
         index=np.arange(n), split=np.array(["noisy"] * n, dtype=object), given=np.zeros(n, dtype=np.int64),
-        true=np.full(n, -1), probs=np.full((n, 2), 0.5), issue_score=np.zeros(n), corrected=np.zeros(n, dtype=np.int64),
-        columns={"gate_weight": np.linspace(0, 1, n)},
+        true=np.full(n, -1), probs=np.full((n, 2), 0.5), issue_score=np.zeros(n), candidate=np.zeros(n, dtype=np.int64),
+        noise=estimate_noise(np.full((n, 2), 0.5), np.zeros(n, dtype=np.int64), 2), flag=np.full(n, "no", dtype=object),
+        corrected=np.zeros(n, dtype=np.int64), decision="labels kept as given", columns={"gate_weight": np.linspace(0, 1, n)},
     )  # fmt: skip
     fig = label_correction_figure(report, [{"epoch": 0, "train/loss": 1.0}])
     assert titles(fig) == ["gate weight w on the given label"]
