@@ -75,8 +75,11 @@ def start_kill(method: str, name: str, how: str, step: int) -> subprocess.Popen:
 def wait_killed(proc: subprocess.Popen, name: str, how: str) -> None:
     if how == "write":  # kill from outside while the (slowed) write is in progress
         tmp = Path("runs") / name / "version_0" / "checkpoints" / "last.ckpt.tmp"
+        slow = tmp.with_name(
+            tmp.name + ".slow"
+        )  # only the slowed write makes it (a normal write's .tmp is brief)
         deadline = time.monotonic() + 120
-        while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not slow.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         assert tmp.exists()

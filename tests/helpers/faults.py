@@ -57,6 +57,7 @@ class SlowCheckpointWrite(Callback):
             marker = os.path.join(trainer.log_dir, "checkpoints", "last.ckpt.tmp")
             os.makedirs(os.path.dirname(marker), exist_ok=True)
             torch.save({"partial": True}, marker)  # a partial write, as a kill would leave it
+            open(marker + ".slow", "w").close()  # the test kills on this, not on a normal atomic write's .tmp
             time.sleep(self.seconds)
 
 
