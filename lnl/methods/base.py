@@ -46,6 +46,12 @@ def check_manual_trainer_settings(
         )
 
 
+def data_train_size(module: Any) -> int:
+    """The attached data module's `train_size` (per-sample buffers are sized from it), 0 without one (bench)."""
+    trainer = module._trainer
+    return int(getattr(getattr(trainer, "datamodule", None), "train_size", 0) or 0) if trainer else 0
+
+
 def has_true_labels(stream: dict[str, Any]) -> bool:
     """Whether a train stream's batch carries any true label (for diagnostics only).
 

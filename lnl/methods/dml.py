@@ -22,6 +22,7 @@ from lnl.losses import (
     smoothed_cross_entropy,
     uda_consistency,
 )
+from lnl.methods.base import data_train_size
 from lnl.methods.bilevel import TeacherStudent, check_choice
 from lnl.methods.dml_diagnostics import SelectionDiagnostics
 from lnl.methods.selection import SelectionConfig, SmallLossSelector
@@ -93,8 +94,9 @@ class DML(TeacherStudent):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        size = getattr(getattr(self._trainer, "datamodule", None), "train_size", 0) if self._trainer else 0
-        self.selector.preallocate(int(size or 0))  # without a data module (bench) the bank grows on demand
+        self.selector.preallocate(
+            data_train_size(self)
+        )  # without a data module (bench) the bank grows on demand
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if not self.finite_batch(batch):
