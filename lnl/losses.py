@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lnl.hypergrad.functional import wide
+from lnl.numerics import wide
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:

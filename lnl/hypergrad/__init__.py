@@ -1,74 +1,27 @@
-"""Meta-gradient engine shared by the bi-level methods (docs/design.md): method-agnostic plain functions."""
+"""Meta-gradient engine shared by the bi-level methods (docs/design.md): method-agnostic plain functions.
 
-from lnl.hypergrad.distributed import all_reduce_grads, all_reduce_mean, all_reduce_mean_dict, world_size
-from lnl.hypergrad.functional import (
-    clone_buffers,
-    frozen_buffers,
-    functional_forward,
-    named_params,
-    snapshot_buffers,
-    snapshot_params,
-)
-from lnl.hypergrad.jvp import (
-    log_probs,
-    logprob_jvp,
-    loss_jvp,
-    output_jvp,
-)
-from lnl.hypergrad.metagrad import (
-    clean_grad,
-    effective_lrs,
-    kstep_coefficients,
-    kstep_denominators,
-    kstep_surrogate,
-    onestep_surrogate,
-    scale_tangent,
-    sgd_lookahead,
-    sgd_step_fn,
-    soft_target_surrogate,
-    unrolled_metagrad,
-    weight_surrogate,
-)
-from lnl.hypergrad.weights import (
-    l2rw_weights,
-    lookahead,
-    virtual_step,
-    weight_coefficients,
-    weight_sensitivities,
-    weighted_loss,
-)
+The public API: the student's look-ahead (`Lookahead`), the hypergradient estimators picked by name
+(`create_hypergrad` over `SOFT_TARGETS` or `WEIGHTS`, which consume `StudentStep` records and return a
+`MetaGradient`), DML's feedback (`create_feedback`, `lookahead_feedback`) and the functional forward with its
+snapshots. The primitives behind them live in the submodules (`metagrad`, `weights`, `jvp`, `distributed`).
+"""
+
+from lnl.hypergrad.estimators import SOFT_TARGETS, WEIGHTS, MetaGradient, StudentStep, create_hypergrad
+from lnl.hypergrad.feedback import create_feedback, lookahead_feedback
+from lnl.hypergrad.functional import frozen_buffers, functional_forward, named_params, snapshot_params
+from lnl.hypergrad.lookahead import Lookahead
 
 __all__ = [
-    "all_reduce_grads",
-    "all_reduce_mean",
-    "all_reduce_mean_dict",
-    "world_size",
-    "clone_buffers",
+    "Lookahead",
+    "SOFT_TARGETS",
+    "WEIGHTS",
+    "MetaGradient",
+    "StudentStep",
+    "create_hypergrad",
+    "create_feedback",
+    "lookahead_feedback",
     "frozen_buffers",
     "functional_forward",
     "named_params",
-    "snapshot_buffers",
     "snapshot_params",
-    "log_probs",
-    "logprob_jvp",
-    "loss_jvp",
-    "output_jvp",
-    "clean_grad",
-    "effective_lrs",
-    "kstep_coefficients",
-    "kstep_denominators",
-    "kstep_surrogate",
-    "onestep_surrogate",
-    "scale_tangent",
-    "sgd_lookahead",
-    "sgd_step_fn",
-    "soft_target_surrogate",
-    "unrolled_metagrad",
-    "weight_surrogate",
-    "l2rw_weights",
-    "lookahead",
-    "virtual_step",
-    "weight_coefficients",
-    "weight_sensitivities",
-    "weighted_loss",
 ]

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from lnl.errors import ConfigError
 from lnl.hypergrad.distributed import all_reduce_mean_dict
 from lnl.hypergrad.functional import ParamDict, named_params, snapshot_params
+from lnl.hypergrad.lookahead import Lookahead
 from lnl.hypergrad.metagrad import (
-    StepFn,
     clean_grad,
     kstep_denominators,
     kstep_surrogate,
@@ -34,7 +34,7 @@ from lnl.hypergrad.metagrad import (
     unrolled_metagrad,
     weight_surrogate,
 )
-from lnl.hypergrad.weights import lookahead, weight_sensitivities, weighted_loss
+from lnl.hypergrad.weights import weight_sensitivities, weighted_loss
 from lnl.losses import soft_cross_entropy
 
 Grads = list[Tensor | None]
@@ -59,7 +59,7 @@ def add_grads(a: Sequence[Tensor | None], b: Sequence[Tensor | None]) -> Grads:
 class StudentStep:
     """What one student step leaves for the meta step.
 
-    `grads` drive the real student step. `jvp` keeps θ before the step, its step sizes η, the batch `x` of the
+    `grads` drive the real student step. `jvp` keeps θ before the step, its look-ahead (η), the batch `x` of the
     student's forward, the targets q (rows that depend on α) and their mean's N; `unrolled` computes the
     meta-gradient with the step (`meta_grads`, `meta_loss`). `inputs` is what a method needs to rebuild q.
     """
@@ -67,7 +67,7 @@ class StudentStep:
     loss: Tensor
     grads: Grads
     theta: ParamDict | None = None
-    eta: Mapping[str, float] | None = None
+    lookahead: Lookahead | None = None
     x: Any = None
     targets: Tensor | None = None
     denom: int = 0
@@ -93,8 +93,8 @@ class SoftTargetHypergrad:
     max_k: ClassVar[int | None] = None  # longest k-step cycle supported (None: any)
 
     def student_step(
-        self, student: nn.Module, step_fn: StepFn, eta: Mapping[str, float], logits: Tensor, targets: Tensor,
-        meta_params: Sequence[Tensor], clean: Batch, x: Any, n_targets: int, inputs: tuple[Any, ...] = (),
+        self, student: nn.Module, lookahead: Lookahead, logits: Tensor, targets: Tensor, meta_params: Sequence[Tensor],
+        clean: Batch, x: Any, n_targets: int, inputs: tuple[Any, ...] = (),
     ) -> StudentStep:  # fmt: skip
         raise NotImplementedError
 
@@ -110,13 +110,11 @@ class JVPSoftTargets(SoftTargetHypergrad):
 
     name = "jvp"
 
-    def student_step(
-        self, student, step_fn, eta, logits, targets, meta_params, clean, x, n_targets, inputs=()
-    ):  # noqa: ANN001
+    def student_step(self, student, lookahead, logits, targets, meta_params, clean, x, n_targets, inputs=()):  # noqa: ANN001
         named = named_params(student)
         loss = student_loss(logits, targets.detach(), n_targets)
         grads = list(torch.autograd.grad(loss, list(named.values())))
-        return StudentStep(loss.detach(), grads, snapshot_params(named), dict(eta), x,
+        return StudentStep(loss.detach(), grads, snapshot_params(named), lookahead, x,
                            targets[:n_targets], n_targets, inputs=inputs)  # fmt: skip
 
     def meta_gradient(self, student, steps, meta_params, clean, reduction="mean", rebuild=None):  # noqa: ANN001
@@ -124,7 +122,7 @@ class JVPSoftTargets(SoftTargetHypergrad):
         g_w = all_reduce_mean_dict(g_w)
         sur, us = kstep_surrogate(
             student, [s.theta for s in steps], None, [s.x for s in steps], [s.targets for s in steps], g_w,
-            [s.eta for s in steps], reduction, [s.denom for s in steps],
+            [s.lookahead for s in steps], reduction, [s.denom for s in steps],
         )  # fmt: skip
         if all(s.targets.requires_grad for s in steps) or rebuild is None:
             return MetaGradient(list(torch.autograd.grad(sur, meta_params, allow_unused=True)), loss_c)
@@ -149,16 +147,16 @@ class UnrolledSoftTargets(SoftTargetHypergrad):
     name = "unrolled"
     max_k = 1
 
-    def student_step(
-        self, student, step_fn, eta, logits, targets, meta_params, clean, x, n_targets, inputs=()
-    ):  # noqa: ANN001
-        if step_fn is None:
+    def student_step(self, student, lookahead, logits, targets, meta_params, clean, x, n_targets, inputs=()):  # noqa: ANN001
+        if not lookahead.differentiable:
             raise ConfigError(
                 "model.hypergrad = 'unrolled' needs an SGD student optimizer; use hypergrad: jvp"
             )
         named = named_params(student)
         loss = student_loss(logits, targets, n_targets)
-        meta, clean_loss, grads = unrolled_metagrad(loss, named, meta_params, student, None, *clean, step_fn)
+        meta, clean_loss, grads = unrolled_metagrad(
+            loss, named, meta_params, student, None, *clean, lookahead
+        )
         return StudentStep(loss.detach(), list(grads.values()), meta_grads=meta, meta_loss=clean_loss)
 
     def meta_gradient(self, student, steps, meta_params, clean, reduction="mean", rebuild=None):  # noqa: ANN001
@@ -173,7 +171,7 @@ class WeightHypergrad:
     name: ClassVar[str]
 
     def meta_gradient(
-        self, student: nn.Module, step_fn: StepFn, eta: Mapping[str, float], losses: Tensor, coefficients: Tensor,
+        self, student: nn.Module, lookahead: Lookahead, losses: Tensor, coefficients: Tensor,
         meta_params: Sequence[Tensor], batch: Batch, clean: Batch, zero_inner: bool = False,
     ) -> MetaGradient:  # fmt: skip
         """`losses` = ℓ_i(θ) on `batch` from the live parameters; `zero_inner`: Σ c_i ℓ_i has zero gradient (ε = 0)."""
@@ -186,7 +184,7 @@ class JVPWeights(WeightHypergrad):
     name = "jvp"
 
     def meta_gradient(
-        self, student, step_fn, eta, losses, coefficients, meta_params, batch, clean, zero_inner=False
+        self, student, lookahead, losses, coefficients, meta_params, batch, clean, zero_inner=False
     ):  # noqa: ANN001
         named = named_params(student)
         if zero_inner:
@@ -194,9 +192,9 @@ class JVPWeights(WeightHypergrad):
         else:
             inner = weighted_loss(losses, coefficients.detach())
             g_v = dict(zip(named, torch.autograd.grad(inner, list(named.values()), retain_graph=True)))
-        theta_v = lookahead(step_fn, named, all_reduce_mean_dict(g_v))
+        theta_v = lookahead.step_value(named, all_reduce_mean_dict(g_v))
         loss_c, g_w = clean_grad(student, theta_v, None, *clean)
-        s = weight_sensitivities(student, named, None, *batch, all_reduce_mean_dict(g_w), eta)
+        s = weight_sensitivities(student, named, None, *batch, all_reduce_mean_dict(g_w), lookahead)
         sur = weight_surrogate(s, coefficients, 1.0)
         return MetaGradient(list(torch.autograd.grad(sur, meta_params, allow_unused=True)), loss_c)
 
@@ -207,11 +205,11 @@ class UnrolledWeights(WeightHypergrad):
     name = "unrolled"
 
     def meta_gradient(
-        self, student, step_fn, eta, losses, coefficients, meta_params, batch, clean, zero_inner=False
+        self, student, lookahead, losses, coefficients, meta_params, batch, clean, zero_inner=False
     ):  # noqa: ANN001
         inner = weighted_loss(losses, coefficients)  # Σ_i c_i(α) ℓ_i(θ), differentiated through the step
         grads, loss_c, _ = unrolled_metagrad(
-            inner, named_params(student), meta_params, student, None, *clean, step_fn
+            inner, named_params(student), meta_params, student, None, *clean, lookahead
         )
         return MetaGradient(list(grads), loss_c)
 

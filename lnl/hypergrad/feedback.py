@@ -32,7 +32,9 @@ from torch import Tensor, nn
 
 from lnl.errors import ConfigError
 from lnl.hypergrad.distributed import all_reduce_mean_dict
-from lnl.hypergrad.functional import ParamDict, functional_forward, named_params, wide
+from lnl.hypergrad.functional import ParamDict, functional_forward, named_params
+from lnl.hypergrad.lookahead import Lookahead
+from lnl.numerics import wide
 
 FeedbackSign = Literal["paper", "mpl_code"]
 FEEDBACK_SIGNS: tuple[str, ...] = ("paper", "mpl_code")
@@ -140,30 +142,24 @@ def flat_dot(xs: Sequence[Tensor | None], ys: Sequence[Tensor | None]) -> Tensor
     return torch.dot(fx, fy)
 
 
-def _scaled(grads: Mapping[str, Tensor], lr: float | Mapping[str, float]) -> dict[str, Tensor]:
-    return {n: g * (float(lr[n]) if isinstance(lr, Mapping) else float(lr)) for n, g in grads.items()}
-
-
 def exact_feedback(
-    grads_after: Sequence[Tensor | None],
-    grads_pseudo: Sequence[Tensor | None],
-    lr: float | Sequence[float],
+    grads_after: Mapping[str, Tensor | None],
+    grads_pseudo: Mapping[str, Tensor | None],
+    lookahead: Lookahead,
     *,
     sign: str = "paper",
 ) -> Tensor:
-    """Exact feedback h = η·⟨∇L_𝒮(θ'), ∇L_pseudo(θ)⟩ (DML Eq. 7 / Algorithm 2 line 9, times η).
+    """Exact feedback h = ⟨∇L_𝒮(θ'), η ⊙ ∇L_pseudo(θ)⟩ (DML Eq. 7 / Algorithm 2 line 9, times η).
 
     `grads_after` is the gradient of the trusted loss at the updated student θ', `grads_pseudo` the gradient of
-    the pseudo-label term at θ that drove the step, `lr` η (a float or one per parameter, in the lists' order).
-    Under DDP both must already be global (averaged) gradients.
+    the pseudo-label term at θ that drove the step (by parameter name), η the look-ahead's. Under DDP both must
+    already be global (averaged) gradients.
     """
-    if isinstance(lr, Sequence):
-        grads_pseudo = [None if g is None else g * float(e) for g, e in zip(grads_pseudo, lr)]
-        return check_sign(sign) * flat_dot(grads_after, grads_pseudo)
-    return check_sign(sign) * lr * flat_dot(grads_after, grads_pseudo)
+    pseudo = lookahead.scale({n: grads_pseudo[n] for n in grads_after if grads_pseudo[n] is not None})
+    return check_sign(sign) * flat_dot(list(grads_after.values()), [pseudo.get(n) for n in grads_after])
 
 
-class LookAhead(NamedTuple):
+class LookaheadLosses(NamedTuple):
     """What `lookahead_feedback` measured: per-sample losses at θ and at θ', and θ' itself."""
 
     before: Tensor
@@ -176,15 +172,15 @@ def lookahead_feedback(
     x: Tensor,
     labels: Tensor,
     direction: dict[str, Tensor],
-    lr: float | Mapping[str, float],
+    lookahead: Lookahead,
     *,
     graph_after: bool = False,
-) -> LookAhead:
-    """Per-sample losses before and after a momentum-free look-ahead step θ' = θ − η·g (DML Eq. 4 and 7).
+) -> LookaheadLosses:
+    """Per-sample losses before and after the look-ahead step θ' = lookahead.step(θ, g) (DML Eq. 4 and 7).
 
-    `direction` maps parameter names to g (the pseudo-label gradient g_pl, global under DDP), `lr` is η (a float
-    or one per parameter name). Both forwards are
-    functional (cloned buffers, the module's BN mode) and run with autocast off in float32 or wider, so
+    `direction` maps parameter names to g (the pseudo-label gradient g_pl, global under DDP); DML's `lookahead` is
+    a momentum-free plain SGD step (rule `sgd`). Both forwards are functional (cloned buffers, the module's BN
+    mode) and run with autocast off in float32 or wider, so
     s_i = before_i − after_i is the per-sample feedback of Eq. 7 to first order in η. With `graph_after` the
     after-losses keep their graph to the leaves θ' (for the exact h).
     """
@@ -195,17 +191,15 @@ def lookahead_feedback(
             before = F.cross_entropy(
                 wide(functional_forward(module, params, None, x)), labels, reduction="none"
             )
-            step = _scaled(direction, lr)
-            virtual = {
-                n: p.detach() - step[n].to(p.dtype) if n in step else p.detach() for n, p in params.items()
-            }
+            moved = lookahead.step({n: params[n].detach() for n in direction if n in params}, direction)
+            virtual = {n: moved[n].to(p.dtype) if n in moved else p.detach() for n, p in params.items()}
         for p in virtual.values():
             p.requires_grad_(graph_after)
         with torch.set_grad_enabled(graph_after):
             after = F.cross_entropy(
                 wide(functional_forward(module, virtual, None, x)), labels, reduction="none"
             )
-    return LookAhead(before, after, virtual)
+    return LookaheadLosses(before, after, virtual)
 
 
 class Feedback:
@@ -215,7 +209,7 @@ class Feedback:
     graph_after: bool = False  # whether the look-ahead keeps the after-losses' graph
 
     def __call__(
-        self, look: LookAhead, mask: Tensor, g_pl: Mapping[str, Tensor], lr: Mapping[str, float],
+        self, look: LookaheadLosses, mask: Tensor, g_pl: Mapping[str, Tensor], lookahead: Lookahead,
         per_rank_count: Tensor, sign: str, reduce: Reduce | None,
     ) -> Tensor:  # fmt: skip
         raise NotImplementedError
@@ -226,7 +220,7 @@ class FirstOrderFeedback(Feedback):
 
     name = "first_order"
 
-    def __call__(self, look, mask, g_pl, lr, per_rank_count, sign, reduce):  # noqa: ANN001
+    def __call__(self, look, mask, g_pl, lookahead, per_rank_count, sign, reduce):  # noqa: ANN001
         return first_order_feedback(look.before, look.after, mask, sign=sign, reduce=reduce)[0].detach()
 
 
@@ -236,15 +230,14 @@ class ExactFeedback(Feedback):
     name = "exact"
     graph_after = True
 
-    def __call__(self, look, mask, g_pl, lr, per_rank_count, sign, reduce):  # noqa: ANN001
+    def __call__(self, look, mask, g_pl, lookahead, per_rank_count, sign, reduce):  # noqa: ANN001
         virtual = look.params_after
         loss = (look.after * mask.to(look.after.dtype)).sum() / per_rank_count
         grads = torch.autograd.grad(loss, list(virtual.values()), allow_unused=True)
         g_after = all_reduce_mean_dict(
             {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(virtual.items(), grads)}
         )
-        lrs = [float(lr[k]) for k in g_after]
-        return exact_feedback(list(g_after.values()), [g_pl[k] for k in g_after], lrs, sign=sign).detach()
+        return exact_feedback(g_after, g_pl, lookahead, sign=sign).detach()
 
 
 FEEDBACKS: dict[str, type[Feedback]] = {c.name: c for c in (FirstOrderFeedback, ExactFeedback)}

@@ -24,11 +24,6 @@ from torch.func import functional_call
 ParamDict = dict[str, Tensor]
 
 
-def wide(t: Tensor) -> Tensor:
-    """`t` in float32 when it is float16/bfloat16 (autocast outputs), unchanged otherwise (float32/float64)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
 def named_params(module: nn.Module, *, trainable_only: bool = True) -> ParamDict:
     """The module's live parameters by name (those with `requires_grad` when `trainable_only`)."""
     return {n: p for n, p in module.named_parameters() if p.requires_grad or not trainable_only}

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp
 
-from lnl.hypergrad.functional import ParamDict, clone_buffers, functional_forward, wide
+from lnl.hypergrad.functional import ParamDict, clone_buffers, functional_forward
+from lnl.numerics import wide
 
 OutputMap = Callable[[Tensor], Tensor]
 

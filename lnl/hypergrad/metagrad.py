@@ -14,8 +14,8 @@ Setting (EMLC Eqs. 3-6): the student loss on a batch is L_S(θ, α) = (1/N) Σ_i
   θ_j on batch j, paired with *that* batch's targets q^(j), and c_j = η_j Π_{τ>j} (1 − η_τ) (= γ^(k−1−j) η for a
   constant η, γ = 1 − η).
 
-η enters through the tangent (v = η ⊙ g_w per parameter), so parameter groups with different learning rates and
-SGD momentum/Nesterov/dampening are handled exactly (`effective_lrs`). The surrogates are exact for the one-step
+η enters through the tangent (v = η ⊙ g_w per parameter, `Lookahead.scale`), so parameter groups with different
+learning rates and SGD momentum/Nesterov/dampening are handled exactly (`lookahead.py`). The surrogates are exact for the one-step
 case whenever the student's update is an SGD step (with momentum, weight decay): weight decay and the momentum
 buffer do not depend on α. For other optimizers η is the group's lr and the result is a first-order approximation.
 """
@@ -29,14 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lnl.hypergrad.functional import ParamDict, functional_forward, wide
+from lnl.hypergrad.functional import ParamDict, functional_forward
 from lnl.hypergrad.jvp import logprob_jvp
+from lnl.hypergrad.lookahead import Lookahead
+from lnl.numerics import wide
 
-LRs = float | Mapping[str, float]
-StepFn = Callable[[Mapping[str, Tensor], Mapping[str, Tensor]], ParamDict]
 
-
-# --------------------------------------------------------------------------- clean gradient and learning rates
+# --------------------------------------------------------------------------- clean gradient
 def clean_grad(
     module: nn.Module,
     params: Mapping[str, Tensor],
@@ -55,35 +54,6 @@ def clean_grad(
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     out = {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(leaves.items(), grads)}
     return loss.detach(), out
-
-
-def effective_lrs(optimizer: torch.optim.Optimizer, named: Mapping[str, Tensor]) -> dict[str, float]:
-    """Per-parameter η_eff = ∂θ'/∂(grad) of the optimizer's next step, from its current param groups and state.
-
-    SGD: lr, times (1 − dampening) once a momentum buffer exists, times (1 + μ(1 − d)) with Nesterov (first step:
-    1 + μ). Any other optimizer: its group lr (a first-order approximation).
-    """
-    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-    out: dict[str, float] = {}
-    for name, p in named.items():
-        group = group_of.get(id(p))
-        if group is None:
-            raise KeyError(f"parameter {name} is not in the optimizer")
-        lr = float(group["lr"])
-        if isinstance(optimizer, torch.optim.SGD) and group.get("momentum", 0.0):
-            mu, damp = float(group["momentum"]), float(group.get("dampening", 0.0))
-            first = optimizer.state.get(p, {}).get("momentum_buffer") is None
-            scale = 1.0 if first else 1.0 - damp
-            lr *= scale * (1.0 + mu) if group.get("nesterov", False) else scale
-        out[name] = lr
-    return out
-
-
-def scale_tangent(grads: Mapping[str, Tensor], lrs: LRs) -> ParamDict:
-    """v = η ⊙ g per parameter tensor (η a float or a per-name dict)."""
-    if isinstance(lrs, Mapping):
-        return {n: g * float(lrs[n]) for n, g in grads.items()}
-    return {n: g * float(lrs) for n, g in grads.items()}
 
 
 # --------------------------------------------------------------------------- surrogates
@@ -119,26 +89,18 @@ def onestep_surrogate(
     return soft_target_surrogate(u, q, denom), u
 
 
-def kstep_coefficients(lrs: Sequence[LRs]) -> list[LRs]:
-    """c_j = η_j Π_{τ=j+1}^{k−1} (1 − η_τ) (Prop. 2 / Eq. 11 with γ = 1 − η; the official discount (1 − η)^{k−1−j})."""
-    k = len(lrs)
-
-    def coef(j: int, name: str | None) -> float:
-        def lr(t: int) -> float:
-            v = lrs[t]
-            return float(v[name]) if isinstance(v, Mapping) else float(v)
-
-        c = lr(j)
-        for t in range(j + 1, k):
-            c *= 1.0 - lr(t)
-        return c
-
-    out: list[LRs] = []
-    for j in range(k):
-        if isinstance(lrs[j], Mapping):
-            out.append({n: coef(j, n) for n in lrs[j]})
-        else:
-            out.append(coef(j, None))
+def kstep_coefficients(lookaheads: Sequence[Lookahead]) -> list[Lookahead]:
+    """c_j = η_j Π_{τ=j+1}^{k−1} (1 − η_τ) per parameter (Prop. 2 / Eq. 11 with γ = 1 − η; the official discount
+    (1 − η)^{k−1−j}): step j's slope as seen from the params after the last step, as a `Lookahead` to `scale` by."""
+    out: list[Lookahead] = []
+    for j, step in enumerate(lookaheads):
+        coef: dict[str, float] = {}
+        for name, eta in step.eta.items():
+            c = eta
+            for later in lookaheads[j + 1 :]:
+                c *= 1.0 - later.eta[name]
+            coef[name] = c
+        out.append(Lookahead.from_eta(coef))
     return out
 
 
@@ -163,7 +125,7 @@ def kstep_surrogate(
     xs: Sequence[Any],
     qs: Sequence[Tensor],
     g_w: Mapping[str, Tensor],
-    lrs: Sequence[LRs],
+    lookaheads: Sequence[Lookahead],
     reduction: Literal["sum", "mean"] = "mean",
     denoms: Sequence[float | None] | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
@@ -171,21 +133,20 @@ def kstep_surrogate(
 
     N_j from `kstep_denominators`: `mean` (default, the official code) divides by the rows of all k steps.
 
-    `lrs[j]` is η (float or per-name dict) of step j; g_w is the clean gradient at the params after the last step.
+    `lookaheads[j]` is step j's look-ahead (its η); g_w is the clean gradient at the params after the last step.
     Returns the surrogate and the per-step u^(j) (already scaled by c_j).
     """
     k = len(snapshots)
-    if not (len(xs) == len(qs) == len(lrs) == k):
+    if not (len(xs) == len(qs) == len(lookaheads) == k):
         raise ValueError(
-            f"k-step lists differ in length: {k} snapshots, {len(xs)} x, {len(qs)} q, {len(lrs)} lrs"
+            f"k-step lists differ in length: {k} snapshots, {len(xs)} x, {len(qs)} q, {len(lookaheads)} look-aheads"
         )
-    coefs = kstep_coefficients(lrs)
+    coefs = kstep_coefficients(lookaheads)
     ns = kstep_denominators([q.shape[0] for q in qs], denoms, reduction)
     total: Tensor | None = None
     us: list[Tensor] = []
     for j in range(k):
-        tangent = scale_tangent(g_w, coefs[j])
-        term, u = onestep_surrogate(module, snapshots[j], buffers, xs[j], qs[j], tangent, ns[j])
+        term, u = onestep_surrogate(module, snapshots[j], buffers, xs[j], qs[j], coefs[j].scale(g_w), ns[j])
         total = term if total is None else total + term
         us.append(u)
     assert total is not None
@@ -193,59 +154,6 @@ def kstep_surrogate(
 
 
 # --------------------------------------------------------------------------- exact unrolled reference
-def sgd_lookahead(
-    params: Mapping[str, Tensor],
-    grads: Mapping[str, Tensor],
-    lr: LRs,
-    *,
-    momentum: float = 0.0,
-    dampening: float = 0.0,
-    weight_decay: float = 0.0,
-    nesterov: bool = False,
-    momentum_buffers: Mapping[str, Tensor | None] | None = None,
-) -> ParamDict:
-    """Differentiable mirror of one `torch.optim.SGD` step: θ' = θ − η·d (d with wd, momentum, Nesterov)."""
-    out: ParamDict = {}
-    for n, p in params.items():
-        d = grads[n]
-        if weight_decay:
-            d = d + weight_decay * p
-        if momentum:
-            buf = None if momentum_buffers is None else momentum_buffers.get(n)
-            buf = d if buf is None else momentum * buf + (1.0 - dampening) * d
-            d = d + momentum * buf if nesterov else buf
-        out[n] = p - (float(lr[n]) if isinstance(lr, Mapping) else float(lr)) * d
-    return out
-
-
-def sgd_step_fn(optimizer: torch.optim.SGD, named: Mapping[str, Tensor]) -> StepFn:
-    """A differentiable `step_fn(params, grads)` reproducing `optimizer`'s next SGD step on the parameters `named`."""
-    if not isinstance(optimizer, torch.optim.SGD):
-        raise TypeError(f"sgd_step_fn needs torch.optim.SGD, got {type(optimizer).__name__}")
-    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-
-    def step(params: Mapping[str, Tensor], grads: Mapping[str, Tensor]) -> ParamDict:
-        out: ParamDict = {}
-        for n, p in params.items():
-            g = group_of[id(named[n])]
-            buf = optimizer.state.get(named[n], {}).get("momentum_buffer")
-            out.update(
-                sgd_lookahead(
-                    {n: p},
-                    {n: grads[n]},
-                    float(g["lr"]),
-                    momentum=float(g.get("momentum", 0.0)),
-                    dampening=float(g.get("dampening", 0.0)),
-                    weight_decay=float(g.get("weight_decay", 0.0)),
-                    nesterov=bool(g.get("nesterov", False)),
-                    momentum_buffers={n: buf},
-                )
-            )
-        return out
-
-    return step
-
-
 def unrolled_metagrad(
     inner_loss: Tensor,
     params: Mapping[str, Tensor],
@@ -254,10 +162,10 @@ def unrolled_metagrad(
     buffers: Mapping[str, Tensor] | None,
     clean_x: Any,
     clean_y: Tensor,
-    step_fn: StepFn,
+    lookahead: Lookahead,
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
 ) -> tuple[list[Tensor], Tensor, ParamDict]:
-    """Exact dL(θ'(α))/dα through one differentiable step θ'(α) = step_fn(θ, ∇_θ L_S(θ, α)) (Eqs. 3-5, 13-15).
+    """Exact dL(θ'(α))/dα through one differentiable step θ'(α) = lookahead.step(θ, ∇_θ L_S(θ, α)) (Eqs. 3-5, 13-15).
 
     `inner_loss` = L_S must have been computed from the leaf tensors `params` (live or snapshot) and depend on α.
     Second order (`create_graph`): the faithful MLC meta step and the oracle for the surrogates. Returns the
@@ -267,7 +175,7 @@ def unrolled_metagrad(
     names = list(params)
     grads = torch.autograd.grad(inner_loss, [params[n] for n in names], create_graph=True, allow_unused=True)
     grads_d = {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)}
-    new_params = step_fn(params, grads_d)
+    new_params = lookahead.step(params, grads_d)
     clean_loss = loss_fn(wide(functional_forward(module, new_params, buffers, clean_x)), clean_y)
     meta = torch.autograd.grad(clean_loss, list(meta_params), allow_unused=True)
     meta_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(meta_params, meta)]

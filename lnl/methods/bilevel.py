@@ -2,8 +2,7 @@
 
 It owns what they share: the meta-network's two optimizers and schedulers, the teacher backbone's construction,
 the `mix_gold` split of the clean batch (EMLC/MLC official `meta.py`), the one step primitive (write gradients →
-average across ranks → finite check → clip → step → zero), the look-ahead rule and its step sizes η, and the
-hypergradient estimator chosen by name. A method file keeps its losses and the order of its steps.
+average across ranks → finite check → clip → step → zero) and the student's look-ahead (`Lookahead`). A method file keeps its losses and the order of its steps.
 """
 
 from __future__ import annotations
@@ -17,8 +16,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lnl.errors import ConfigError
-from lnl.hypergrad import all_reduce_grads, effective_lrs, named_params, sgd_step_fn, virtual_step
-from lnl.hypergrad.metagrad import StepFn
+from lnl.hypergrad import Lookahead, named_params
+from lnl.hypergrad.distributed import all_reduce_grads
+from lnl.hypergrad.lookahead import Rule
 from lnl.methods.base import LNLModule
 
 
@@ -115,14 +115,10 @@ class BilevelModule(LNLModule):
         gold = F.one_hot(yc[:half], self.num_classes)
         return GoldSplit(torch.cat([x, xc[:half]]), gold, (xc[half:], yc[half:]))
 
-    def lookahead_rule(self, opt: Any, kind: str = "optimizer") -> tuple[StepFn | None, dict[str, float]]:
-        """(step_fn, η) of the student's look-ahead: `optimizer` = its optimizer's next step (η from
-        `effective_lrs`; step_fn only for SGD), `sgd` = a plain SGD step at each group's current lr."""
-        torch_opt, named = getattr(opt, "optimizer", opt), named_params(self.student)
-        if kind == "sgd":
-            return virtual_step(torch_opt, named, "sgd")
-        sgd = isinstance(torch_opt, torch.optim.SGD)
-        return (sgd_step_fn(torch_opt, named) if sgd else None), effective_lrs(torch_opt, named)
+    def lookahead(self, opt: Any, rule: Rule = "optimizer") -> Lookahead:
+        """The student's next step read from its optimizer `opt` now: `optimizer` = the optimizer's own step,
+        `sgd` = a plain SGD step at each group's current lr (`lnl.hypergrad.lookahead`)."""
+        return Lookahead.of(opt, named_params(self.student), rule)
 
     def apply_grads(self, opt: Any, params: list[Tensor], grads: Any, term: str) -> bool:
         """The one step primitive: write grads, average across ranks, check finiteness, clip, step, zero.

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lnl.errors import ConfigError
-from lnl.hypergrad import all_reduce_mean_dict, world_size
-from lnl.hypergrad.feedback import check_sign, create_feedback, lookahead_feedback
+from lnl.hypergrad import create_feedback, lookahead_feedback
+from lnl.hypergrad.distributed import all_reduce_mean_dict, world_size
+from lnl.hypergrad.feedback import check_sign
 from lnl.losses import (
     kd_loss,
     masked_sum,
@@ -133,9 +134,9 @@ class DML(TeacherStudent):
         if self.check_finite("student loss", (1 - lam) * loss_pl + loss_rest):
             g_pl = all_reduce_mean_dict(self.grads_of(loss_pl, s_params, retain_graph=True))
             rest = self.grads_of(loss_rest, s_params) if lam > 0 or hp.student_noisy_ce > 0 else None
-            _, eta = self.lookahead_rule(s_opt, "sgd")
-            look = lookahead_feedback(self.student, xw, y, g_pl, eta, graph_after=self.feedback.graph_after)
-            h = self.feedback(look, mask, g_pl, eta, per_rank[0], hp.feedback_sign, reduce)
+            step = self.lookahead(s_opt, "sgd")  # momentum-free (Eq. 4)
+            look = lookahead_feedback(self.student, xw, y, g_pl, step, graph_after=self.feedback.graph_after)
+            h = self.feedback(look, mask, g_pl, step, per_rank[0], hp.feedback_sign, reduce)
             grads = [(1 - lam) * g_pl[k] + (0 if rest is None else rest[k]) for k in s_params]
             if self.apply_grads(s_opt, list(s_params.values()), grads, "student gradient"):
                 signed_h = h * check_sign(hp.feedback_sign)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from lnl.errors import ConfigError
-from lnl.hypergrad import frozen_buffers
-from lnl.hypergrad.estimators import SOFT_TARGETS, StudentStep, add_grads, create_hypergrad
+from lnl.hypergrad import SOFT_TARGETS, StudentStep, create_hypergrad, frozen_buffers
+from lnl.hypergrad.estimators import add_grads
 from lnl.methods.bilevel import TeacherStudent, check_choice
 from lnl.methods.diagnostics import log_label_correction
 from lnl.models.teachers import LabelCorrector
@@ -109,7 +109,7 @@ class EMLC(TeacherStudent):
             q, a = self.teacher.correct(*self.teacher.features_and_logits(x), y)
         targets = q if split.gold is None else torch.cat([q, split.gold.to(q.dtype)])
         step = self.hypergrad.student_step(
-            self.student, *self.lookahead_rule(s_opt), self.student(split.x_student), targets, t_params,
+            self.student, self.lookahead(s_opt), self.student(split.x_student), targets, t_params,
             split.meta, split.x_student, len(q), inputs=(x, y),
         )  # fmt: skip
         if not self.check_finite("student loss", step.loss):

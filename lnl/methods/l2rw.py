@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lnl.hypergrad import l2rw_weights
+from lnl.hypergrad.weights import l2rw_weights
 from lnl.methods.weighting import SampleWeighting
 
 
@@ -40,7 +40,7 @@ class L2RW(SampleWeighting):
             return
         eps = torch.zeros_like(losses, requires_grad=True)  # ε = 0: Σ ε_i ℓ_i has zero gradient in θ
         meta = self.hypergrad.meta_gradient(
-            self.student, *self.lookahead_rule(opt, hp.virtual_step), losses, eps / y.shape[0], [eps], (x, y),
+            self.student, self.lookahead(opt, hp.virtual_step), losses, eps / y.shape[0], [eps], (x, y),
             (cb["x"], cb["y"]), zero_inner=True,
         )  # fmt: skip
         eps_grad = meta.grads[0]

@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lnl.errors import ConfigError
-from lnl.hypergrad.estimators import SOFT_TARGETS, StudentStep, create_hypergrad
+from lnl.hypergrad import SOFT_TARGETS, StudentStep, create_hypergrad
 from lnl.methods.base import has_true_labels
 from lnl.methods.bilevel import BilevelModule
 from lnl.models.backbones import features_and_logits
@@ -77,7 +77,7 @@ class MLC(BilevelModule):
         m_params, s_params = list(self.meta_net.parameters()), list(self.student.parameters())
         step: StudentStep = self.hypergrad.student_step(
             self.student,
-            *self.lookahead_rule(s_opt),
+            self.lookahead(s_opt),
             logits,
             targets,
             m_params,

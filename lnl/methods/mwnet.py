@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lnl.errors import ConfigError
-from lnl.hypergrad import weight_coefficients
+from lnl.hypergrad.weights import weight_coefficients
 from lnl.methods.weighting import SampleWeighting
 from lnl.models.teachers import WeightNet
 
@@ -66,9 +66,14 @@ class MWNet(SampleWeighting):
         if losses is None:
             return
         c = weight_coefficients(self.vnet(losses), hp.normalize)
-        step_fn, eta = self.lookahead_rule(s_opt, hp.virtual_step)
         meta = self.hypergrad.meta_gradient(
-            self.student, step_fn, eta, losses, c, v_params, (x, y), (cb["x"], cb["y"])
+            self.student,
+            self.lookahead(s_opt, hp.virtual_step),
+            losses,
+            c,
+            v_params,
+            (x, y),
+            (cb["x"], cb["y"]),
         )
         self.apply_grads(v_opt, v_params, meta.grads, "weight-net meta-gradient")
         with torch.no_grad():

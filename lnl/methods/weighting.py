@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lnl.errors import ConfigError
-from lnl.hypergrad import weighted_loss
-from lnl.hypergrad.estimators import WEIGHTS, create_hypergrad
-from lnl.hypergrad.functional import wide
+from lnl.hypergrad import WEIGHTS, create_hypergrad
+from lnl.hypergrad.weights import weighted_loss
 from lnl.methods.base import has_true_labels
 from lnl.methods.bilevel import BilevelModule, check_choice
+from lnl.numerics import wide
 
 
 class SampleWeighting(BilevelModule):

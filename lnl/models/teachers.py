@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lnl.hypergrad.functional import wide
 from lnl.losses import corrupt_odd_positions
 from lnl.models.backbones import features_and_logits
+from lnl.numerics import wide
 
 
 def gated_target(gate_logit: Tensor, y: Tensor, logits: Tensor) -> Tensor:

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lnl.hypergrad import functional_forward, log_probs
+from lnl.hypergrad import functional_forward
+from lnl.hypergrad.jvp import log_probs
 
 
 def output_jvp_double_backward(

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from helpers.nets import C, QNet, batch, bn_net, rel_err
 from lnl.errors import ConfigError
-from lnl.hypergrad import effective_lrs, functional_forward, named_params, sgd_step_fn
+from lnl.hypergrad import Lookahead, functional_forward, named_params
 from lnl.hypergrad.estimators import SOFT_TARGETS, WEIGHTS, create_hypergrad, student_loss
 from lnl.losses import soft_cross_entropy
 
@@ -47,8 +47,7 @@ def test_jvp_meta_gradient_equals_autograd_through_the_momentum_sgd_step(gold: i
         q = qnet(x, y)
         targets = torch.cat([q, F.one_hot(yg, C).double()])
         est = create_hypergrad(name, SOFT_TARGETS)
-        step_fn, eta = sgd_step_fn(opt, named), effective_lrs(opt, named)
-        step = est.student_step(net, step_fn, eta, functional_forward(net, named, None, x_s), targets,
+        step = est.student_step(net, Lookahead.of(opt, named), functional_forward(net, named, None, x_s), targets,
                                 list(qnet.parameters()), clean, x_s, len(q))  # fmt: skip
         for p, g in zip(net.parameters(), step.grads):
             p.grad = g

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lnl.errors import ConfigError
+from lnl.hypergrad import Lookahead
 from lnl.hypergrad.feedback import (
     check_mode,
     check_sign,
@@ -31,6 +32,13 @@ def _problem(seed: int = 0, n: int = 48, d: int = 6, c: int = 4):
     return student, x, pseudo, noisy, trusted
 
 
+def _exact(g_after, g_pseudo, lr: float, **kw) -> torch.Tensor:
+    """`exact_feedback` on parameter lists, η = lr for every parameter."""
+    names = [str(i) for i in range(len(g_after))]
+    step = Lookahead.constant(lr, names)
+    return exact_feedback(dict(zip(names, g_after)), dict(zip(names, g_pseudo)), step, **kw)
+
+
 def _both_feedbacks(lr: float, seed: int = 0) -> tuple[float, float]:
     """One real plain-SGD student step on the pseudo-label term only; returns (h_first_order, h_exact)."""
     student, x, pseudo, noisy, trusted = _problem(seed)
@@ -46,7 +54,7 @@ def _both_feedbacks(lr: float, seed: int = 0) -> tuple[float, float]:
     after = F.cross_entropy(student(x), noisy, reduction="none")
     g_after = torch.autograd.grad(after[trusted].mean(), params)
     h_fo, n = first_order_feedback(before, after, trusted)
-    h_ex = exact_feedback(g_after, g_pseudo, lr)
+    h_ex = _exact(g_after, g_pseudo, lr)
     assert n.item() == trusted.sum().item()
     return h_fo.item(), h_ex.item()
 
@@ -69,7 +77,7 @@ def test_exact_feedback_matches_loss_directional_derivative():
     g = torch.autograd.grad(F.cross_entropy(student(x), pseudo), params)
     after = F.cross_entropy(student(x), noisy, reduction="none")[trusted].mean()
     g_after = torch.autograd.grad(after, params)
-    h = exact_feedback(g_after, g, 1.0)
+    h = _exact(g_after, g, 1.0)
     eps = 1e-5
 
     def loss_at(step: float) -> float:
@@ -92,7 +100,7 @@ def test_sign_conventions_and_validation():
     assert h_paper.item() == pytest.approx((1.0 - 0.5 + 2.0) / 3)
     assert h_mpl.item() == pytest.approx(-h_paper.item())
     grads = [torch.ones(3)]
-    assert exact_feedback(grads, grads, 0.5, sign="mpl_code").item() == pytest.approx(-1.5)
+    assert _exact(grads, grads, 0.5, sign="mpl_code").item() == pytest.approx(-1.5)
     assert check_sign("paper") == 1.0 and check_mode("exact") == "exact"
     with pytest.raises(ConfigError, match="feedback_sign = 'mpl'"):
         check_sign("mpl")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lnl.hypergrad import all_reduce_grads, all_reduce_mean, all_reduce_mean_dict, world_size
+from lnl.hypergrad.distributed import all_reduce_grads, all_reduce_mean, all_reduce_mean_dict, world_size
 
 
 def test_noop_outside_distributed() -> None:

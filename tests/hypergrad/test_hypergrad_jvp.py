@@ -7,15 +7,10 @@ import torch
 
 from helpers.nets import batch, bn_net, mlp, rel_err
 from helpers.oracles import logprob_jvp_double_backward, output_jvp_double_backward, restore_params_
-from lnl.hypergrad import (
-    clean_grad,
-    frozen_buffers,
-    functional_forward,
-    logprob_jvp,
-    loss_jvp,
-    snapshot_buffers,
-    snapshot_params,
-)
+from lnl.hypergrad import frozen_buffers, functional_forward, snapshot_params
+from lnl.hypergrad.functional import snapshot_buffers
+from lnl.hypergrad.jvp import logprob_jvp, loss_jvp
+from lnl.hypergrad.metagrad import clean_grad
 
 
 def _tangent(params: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:

@@ -7,19 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from helpers.nets import QNet, batch, bn_net, mlp, rel_err
-from lnl.hypergrad import (
+from lnl.hypergrad import Lookahead, functional_forward, snapshot_params
+from lnl.hypergrad.functional import snapshot_buffers
+from lnl.hypergrad.jvp import loss_jvp
+from lnl.hypergrad.metagrad import (
     clean_grad,
-    effective_lrs,
-    functional_forward,
     kstep_coefficients,
     kstep_surrogate,
-    loss_jvp,
     onestep_surrogate,
-    scale_tangent,
-    sgd_lookahead,
-    sgd_step_fn,
-    snapshot_buffers,
-    snapshot_params,
     unrolled_metagrad,
     weight_surrogate,
 )
@@ -59,17 +54,17 @@ def test_onestep_surrogate_equals_unrolled(make, sgd) -> None:
     leaves = {n: p.detach().clone().requires_grad_(True) for n, p in live.items()}
     inner = soft_cross_entropy(functional_forward(student, leaves, None, x), qnet(x, y))
     ref, ref_loss, _ = unrolled_metagrad(
-        inner, leaves, list(qnet.parameters()), student, None, xc, yc, sgd_step_fn(opt, live)
+        inner, leaves, list(qnet.parameters()), student, None, xc, yc, Lookahead.of(opt, live)
     )
 
     # the method's path: live training forward + real optimizer step, g_w at θ', JVP at the snapshot θ
     q = qnet(x, y)
     theta = snapshot_params(student)
-    eta = effective_lrs(opt, live)
+    step = Lookahead.of(opt, live)
     soft_cross_entropy(student(x), q.detach()).backward()
     opt.step()
     loss_c, g_w = clean_grad(student, live, None, xc, yc)
-    sur, u = onestep_surrogate(student, theta, None, x, q, scale_tangent(g_w, eta))
+    sur, u = onestep_surrogate(student, theta, None, x, q, step.scale(g_w))
     got = torch.autograd.grad(sur, list(qnet.parameters()))
     assert u.shape == (6, 4)
     assert rel_err(list(got), ref) < 1e-8
@@ -92,11 +87,11 @@ def test_weight_surrogate_equals_unrolled() -> None:
     per = F.cross_entropy(functional_forward(student, leaves, None, x), y, reduction="none")
     inner = (torch.sigmoid(a) * per).mean()
     ref, _, grads = unrolled_metagrad(
-        inner, leaves, [a], student, None, xc, yc, lambda p, g: sgd_lookahead(p, g, lr)
+        inner, leaves, [a], student, None, xc, yc, Lookahead.constant(lr, leaves)
     )
     new = {n: theta[n] - lr * grads[n] for n in theta}
     _, g_w = clean_grad(student, new, None, xc, yc)
-    _, s = loss_jvp(student, theta, None, x, y, scale_tangent(g_w, lr))
+    _, s = loss_jvp(student, theta, None, x, y, Lookahead.constant(lr, g_w).scale(g_w))
     (got,) = torch.autograd.grad(weight_surrogate(s, torch.sigmoid(a)), [a])
     assert rel_err(got, ref[0]) < 1e-8
 
@@ -115,10 +110,11 @@ def test_mixed_batch_rows_and_denominator() -> None:
     targets = torch.cat([qnet(x, y), F.one_hot(yg, 4).double()])
     inner = soft_cross_entropy(logits, targets)
     ref, _, grads = unrolled_metagrad(
-        inner, leaves, list(qnet.parameters()), student, None, xc, yc, lambda p, g: sgd_lookahead(p, g, lr)
+        inner, leaves, list(qnet.parameters()), student, None, xc, yc, Lookahead.constant(lr, leaves)
     )
     _, g_w = clean_grad(student, {n: theta[n] - lr * grads[n] for n in theta}, None, xc, yc)
-    sur, _ = onestep_surrogate(student, theta, None, x_all, qnet(x, y), scale_tangent(g_w, lr), denom=9)
+    tangent = Lookahead.constant(lr, g_w).scale(g_w)
+    sur, _ = onestep_surrogate(student, theta, None, x_all, qnet(x, y), tangent, denom=9)
     assert rel_err(list(torch.autograd.grad(sur, list(qnet.parameters()))), ref) < 1e-8
 
 
@@ -143,18 +139,22 @@ def _kstep_setup(k: int = 3):
     return student, qnet, snaps, xs, qs, g_w, lrs
 
 
+def _steps(lrs: list[float], names) -> list[Lookahead]:
+    return [Lookahead.constant(lr, names) for lr in lrs]
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_kstep_equals_sum_of_discounted_onestep_terms(reduction) -> None:
     """Eq. 11 with distinct batches: Σ_j η_j Π_{τ>j}(1 − η_τ) · (one-step term of batch j at snapshot j)."""
     student, qnet, snaps, xs, qs, g_w, lrs = _kstep_setup()
     alpha = list(qnet.parameters())
-    sur, us = kstep_surrogate(student, snaps, None, xs, qs, g_w, lrs, reduction)
+    sur, us = kstep_surrogate(student, snaps, None, xs, qs, g_w, _steps(lrs, g_w), reduction)
     got = torch.autograd.grad(sur, alpha, retain_graph=True)
     gamma = [(1 - lrs[1]) * (1 - lrs[2]) * lrs[0], (1 - lrs[2]) * lrs[1], lrs[2]]
     div = 3.0 if reduction == "mean" else 1.0  # equal batch sizes: the row mean is the mean of the step means
     expected = [torch.zeros_like(p) for p in alpha]
     for j in range(3):
-        term, _ = onestep_surrogate(student, snaps[j], None, xs[j], qs[j], scale_tangent(g_w, 1.0))
+        term, _ = onestep_surrogate(student, snaps[j], None, xs[j], qs[j], _steps([1.0], g_w)[0].scale(g_w))
         for e, g in zip(expected, torch.autograd.grad(term, alpha, retain_graph=True)):
             e.add_(g, alpha=gamma[j] / div)
     assert rel_err(list(got), expected) < 1e-12
@@ -165,12 +165,15 @@ def test_kstep_equals_sum_of_discounted_onestep_terms(reduction) -> None:
 
 def test_kstep_k1_is_onestep_and_constant_lr_coefficients() -> None:
     student, qnet, snaps, xs, qs, g_w, lrs = _kstep_setup(k=1)
-    sur_k, _ = kstep_surrogate(student, snaps, None, xs, qs, g_w, lrs)  # k = 1: mean and sum agree
-    sur_1, _ = onestep_surrogate(student, snaps[0], None, xs[0], qs[0], scale_tangent(g_w, lrs[0]))
+    sur_k, _ = kstep_surrogate(
+        student, snaps, None, xs, qs, g_w, _steps(lrs, g_w)
+    )  # k = 1: mean and sum agree
+    sur_1, _ = onestep_surrogate(student, snaps[0], None, xs[0], qs[0], _steps(lrs, g_w)[0].scale(g_w))
     torch.testing.assert_close(sur_k, sur_1, rtol=1e-14, atol=0)
     eta = 0.02
-    assert kstep_coefficients([eta] * 5) == pytest.approx([(1 - eta) ** (4 - j) * eta for j in range(5)])
-    assert kstep_coefficients([{"w": eta}] * 2)[0]["w"] == pytest.approx((1 - eta) * eta)
+    coefs = [c.eta["w"] for c in kstep_coefficients(_steps([eta] * 5, ["w"]))]
+    assert coefs == pytest.approx([(1 - eta) ** (4 - j) * eta for j in range(5)])
+    assert kstep_coefficients(_steps([eta] * 2, ["w"]))[0].eta["w"] == pytest.approx((1 - eta) * eta)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +185,7 @@ def test_kstep_k1_is_onestep_and_constant_lr_coefficients() -> None:
         dict(lr=0.1, momentum=0.5, nesterov=True),
     ],
 )
-def test_sgd_step_fn_mirrors_torch_sgd_and_effective_lr(kw) -> None:
+def test_lookahead_mirrors_torch_sgd_and_its_eta(kw) -> None:
     net = mlp()
     opt = torch.optim.SGD(net.parameters(), **kw)
     live = dict(net.named_parameters())
@@ -190,9 +193,9 @@ def test_sgd_step_fn_mirrors_torch_sgd_and_effective_lr(kw) -> None:
         x, y = batch(step)
         F.cross_entropy(net(x), y).backward()
         grads = {n: p.grad.clone() for n, p in live.items()}
-        mirror = sgd_step_fn(opt, live)(snapshot_params(net), grads)
-        eta = effective_lrs(opt, live)
-        bumped = sgd_step_fn(opt, live)(snapshot_params(net), {n: g + 1e-3 for n, g in grads.items()})
+        mirror = Lookahead.of(opt, live).step(snapshot_params(net), grads)
+        eta = Lookahead.of(opt, live).eta
+        bumped = Lookahead.of(opt, live).step(snapshot_params(net), {n: g + 1e-3 for n, g in grads.items()})
         for n in live:  # θ' is affine in the gradient with slope −η_eff
             torch.testing.assert_close((mirror[n] - bumped[n]) / 1e-3, torch.full_like(mirror[n], eta[n]))
         opt.step()

@@ -16,8 +16,9 @@ import torch
 
 from helpers.nets import QNet, batch, mlp, rel_err
 from helpers.oracles import logprob_jvp_double_backward
-from lnl.hypergrad import clean_grad, kstep_surrogate, snapshot_params
-from lnl.hypergrad.estimators import JVPSoftTargets, StudentStep
+from lnl.hypergrad import Lookahead, StudentStep, snapshot_params
+from lnl.hypergrad.estimators import JVPSoftTargets
+from lnl.hypergrad.metagrad import clean_grad, kstep_surrogate
 from lnl.losses import soft_cross_entropy
 
 ETA = 0.1
@@ -56,11 +57,11 @@ def test_kstep_mean_equals_the_official_meta_loss() -> None:
     student, qnet, snaps, data, g_w = _run_k_steps()[:5]
     expected = _official_meta_grad(student, qnet, snaps, data, g_w)
     xs, qs = [x for x, _ in data], [qnet(x, y) for x, y in data]
-    lrs = [{n: ETA for n in g_w}] * len(SIZES)
-    sur, _ = kstep_surrogate(student, snaps, None, xs, qs, g_w, lrs, "mean")
+    steps = [Lookahead.constant(ETA, g_w)] * len(SIZES)
+    sur, _ = kstep_surrogate(student, snaps, None, xs, qs, g_w, steps, "mean")
     got = torch.autograd.grad(sur, list(qnet.parameters()), retain_graph=True)
     assert rel_err(list(got), expected) < 1e-12
-    sur_sum, _ = kstep_surrogate(student, snaps, None, xs, qs, g_w, lrs, "sum")
+    sur_sum, _ = kstep_surrogate(student, snaps, None, xs, qs, g_w, steps, "sum")
     summed = torch.autograd.grad(sur_sum, list(qnet.parameters()))
     assert rel_err(list(summed), expected) > 0.5  # the old default: about k times the official step
 
@@ -73,8 +74,8 @@ def test_emlc_estimator_meta_gradient_equals_the_official_formula(keep_graphs) -
     steps = []
     for j, (x, y) in enumerate(data):
         q = qnet(x, y) if keep_graphs else qnet(x, y).detach()
-        eta = {n: ETA for n in snaps[j]}
-        steps.append(StudentStep(torch.zeros(()), [], snaps[j], eta, x, q, len(q), inputs=(x, y)))
+        step = Lookahead.constant(ETA, snaps[j])
+        steps.append(StudentStep(torch.zeros(()), [], snaps[j], step, x, q, len(q), inputs=(x, y)))
 
     @contextmanager
     def rebuild(step: StudentStep):

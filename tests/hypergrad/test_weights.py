@@ -2,7 +2,7 @@
 
 Oracle: autograd through a hand-written SGD step (momentum buffer from a warm optimizer, weight decay, optionally
 Nesterov) on a train-mode BatchNorm net, all functional. Estimators: `unrolled` (second order through the step
-built by `virtual_step`) and `jvp` (one forward-mode JVP of the per-sample losses), both on the live module.
+built by `Lookahead.of`) and `jvp` (one forward-mode JVP of the per-sample losses), both on the live module.
 """
 
 from __future__ import annotations
@@ -13,19 +13,14 @@ import torch.nn.functional as F
 
 from helpers.nets import batch, bn_net, rel_err
 from helpers.oracles import restore_params_
-from lnl.hypergrad import (
-    clean_grad,
-    functional_forward,
+from lnl.hypergrad import Lookahead, functional_forward, snapshot_params
+from lnl.hypergrad.metagrad import clean_grad, unrolled_metagrad, weight_surrogate
+from lnl.hypergrad.weights import (
     l2rw_weights,
-    lookahead,
-    unrolled_metagrad,
-    virtual_step,
     weight_coefficients,
     weight_sensitivities,
-    weight_surrogate,
     weighted_loss,
 )
-from lnl.hypergrad.functional import snapshot_params
 from lnl.models.teachers import WeightNet
 
 SGD = {
@@ -90,12 +85,12 @@ def test_mwnet_alpha_gradient_unrolled_and_jvp_equal_the_oracle(kind, sgd, norma
         return weight_coefficients(vnet(losses), normalize)
 
     ref, ref_loss = _oracle(student, opt, live, noisy, clean, kind, coefficients, alpha)
-    step_fn, eta = virtual_step(opt, live, kind)
+    step = Lookahead.of(opt, live, kind)
 
     # unrolled: second order through the step, on the live module's training forward
     losses = F.cross_entropy(student(noisy[0]), noisy[1], reduction="none")
     got_u, loss_u, g_v = unrolled_metagrad(
-        weighted_loss(losses, coefficients(losses)), live, alpha, student, None, *clean, step_fn
+        weighted_loss(losses, coefficients(losses)), live, alpha, student, None, *clean, step
     )
     assert rel_err(got_u, ref) < 1e-8
     torch.testing.assert_close(loss_u, ref_loss, rtol=1e-10, atol=0)
@@ -109,8 +104,8 @@ def test_mwnet_alpha_gradient_unrolled_and_jvp_equal_the_oracle(kind, sgd, norma
     grads = torch.autograd.grad(weighted_loss(losses, c.detach()), list(live.values()), retain_graph=True)
     for a, b in zip(grads, g_v.values()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
-    loss_c, g_w = clean_grad(student, lookahead(step_fn, live, dict(zip(live, grads))), None, *clean)
-    s = weight_sensitivities(student, live, None, *noisy, g_w, eta)
+    loss_c, g_w = clean_grad(student, step.step_value(live, dict(zip(live, grads))), None, *clean)
+    s = weight_sensitivities(student, live, None, *noisy, g_w, step)
     got_j = torch.autograd.grad(weight_surrogate(s, c, 1.0), alpha)
     assert rel_err(list(got_j), ref) < 1e-8
     torch.testing.assert_close(loss_c, ref_loss, rtol=1e-10, atol=0)
@@ -122,17 +117,17 @@ def test_l2rw_eps_gradient_unrolled_and_jvp_equal_the_oracle(kind, sgd) -> None:
     n = noisy[1].shape[0]
     eps = torch.zeros(n, dtype=torch.float64, requires_grad=True)
     (ref,), _ = _oracle(student, opt, live, noisy, clean, kind, lambda losses: eps / n, [eps])
-    step_fn, eta = virtual_step(opt, live, kind)
+    step = Lookahead.of(opt, live, kind)
 
     losses = F.cross_entropy(student(noisy[0]), noisy[1], reduction="none")
     (got_u,), _, _ = unrolled_metagrad(
-        weighted_loss(losses, eps / n), live, [eps], student, None, *clean, step_fn
+        weighted_loss(losses, eps / n), live, [eps], student, None, *clean, step
     )
     assert rel_err(got_u, ref) < 1e-8
 
     zeros = {k: torch.zeros_like(p) for k, p in live.items()}  # ∇ Σ ε_i ℓ_i at ε = 0
-    _, g_w = clean_grad(student, lookahead(step_fn, live, zeros), None, *clean)
-    got_j = -weight_sensitivities(student, live, None, *noisy, g_w, eta) / n
+    _, g_w = clean_grad(student, step.step_value(live, zeros), None, *clean)
+    got_j = -weight_sensitivities(student, live, None, *noisy, g_w, step) / n
     assert rel_err(got_j, ref) < 1e-8
     assert (ref > 0).any() and (ref < 0).any()  # some samples up-weighted, some dropped
 
@@ -162,12 +157,11 @@ def test_weight_coefficients_and_virtual_step_options() -> None:
     net = bn_net()
     live = dict(net.named_parameters())
     adam = torch.optim.Adam(net.parameters(), lr=1e-3)
-    _, lrs = virtual_step(adam, live, "sgd")
-    assert set(lrs.values()) == {1e-3}
-    with pytest.raises(TypeError, match="sgd_step_fn needs torch.optim.SGD, got Adam"):
-        virtual_step(adam, live, "optimizer")
-    with pytest.raises(ValueError, match="kind = 'bogus': expected 'sgd' or 'optimizer'"):
-        virtual_step(adam, live, "bogus")  # type: ignore[arg-type]
+    assert set(Lookahead.of(adam, live, "sgd").eta.values()) == {1e-3}
+    with pytest.raises(TypeError, match="needs torch.optim.SGD, got Adam"):
+        Lookahead.of(adam, live, "optimizer").step(live, live)
+    with pytest.raises(ValueError, match="rule = 'bogus': expected 'sgd' or 'optimizer'"):
+        Lookahead.of(adam, live, "bogus")  # type: ignore[arg-type]
 
 
 def test_weight_net_is_a_sigmoid_mlp_on_the_detached_loss() -> None:

@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from lnl.hypergrad.feedback import ExactFeedback, first_order_feedback, lookahead_feedback
+from lnl.hypergrad import Lookahead, lookahead_feedback
+from lnl.hypergrad.feedback import ExactFeedback, first_order_feedback
 from lnl.methods.dml import DML
 from lnl.methods.selection import SelectionConfig, two_segment_split
 
@@ -157,7 +158,7 @@ def test_lookahead_feedback_is_first_order_in_the_step():
     g = dict(zip([n for n, _ in net.named_parameters()], torch.autograd.grad(loss, list(net.parameters()))))
     errs = []
     for lr in (1e-2, 1e-3):
-        look = lookahead_feedback(net, x, y, g, lr, graph_after=True)
+        look = lookahead_feedback(net, x, y, g, Lookahead.constant(lr, g), graph_after=True)
         grads = torch.autograd.grad(look.after.mean(), list(look.params_after.values()))
         exact = lr * sum((a * b).sum() for a, b in zip(grads, g.values()))
         errs.append(float(((look.before - look.after).mean() - exact).abs() / exact.abs()))
