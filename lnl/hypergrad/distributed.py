@@ -1,4 +1,4 @@
-"""Averaging across ranks for gradients written outside DDP's hooks (autograd.grad, forward-mode AD).
+"""Averaging across ranks for gradients written outside DDP's hooks (autograd.grad, forward-mode AD); row gathers.
 
 All functions are no-ops outside an initialized `torch.distributed` process group with more than one rank. They
 use one coalesced all-reduce per dtype/device, so every rank must call them with the same tensors in the same order.
@@ -66,3 +66,19 @@ def all_reduce_mean_dict(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     with torch.no_grad():
         _average_(list(out.values()))
     return out
+
+
+def all_gather_rows(t: Tensor) -> Tensor:
+    """Concatenate `t` (first dim may differ per rank) over all ranks in rank order; identity outside DDP."""
+    if world_size() == 1:
+        return t
+    world = dist.get_world_size()
+    n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    padded = t.new_zeros((max(sizes_i), *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    out = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(out, padded)
+    return torch.cat([o[:s] for o, s in zip(out, sizes_i)])

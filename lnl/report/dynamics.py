@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lnl.methods.selection import all_gather_rows
+from lnl.hypergrad.distributed import all_gather_rows
 
 
 class TrainingConfidence(nn.Module):

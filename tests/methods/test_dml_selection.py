@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from lnl.hypergrad import Lookahead, lookahead_feedback
 from lnl.hypergrad.feedback import ExactFeedback, first_order_feedback
 from lnl.methods.dml import DML
-from lnl.methods.selection import SelectionConfig, two_segment_split
+from lnl.methods.mixture import two_segment_split
+from lnl.methods.selection import SelectionConfig
 
 SHARES = (0.3, 0.45, 0.6, 0.75, 0.9)  # clean share of each noisy label class
 C = len(SHARES)
