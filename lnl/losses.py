@@ -78,12 +78,6 @@ def uda_consistency(
     return (per_sample * mask).mean(), mask
 
 
-def gce_loss(logits: Tensor, labels: Tensor, q: float = 0.7, reduction: str = "mean") -> Tensor:
-    """Generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q) / q."""
-    p_y = F.softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1).clamp_min(1e-12)
-    return _reduce((1.0 - p_y.pow(q)) / q, reduction)
-
-
 def pseudo_labels(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Hard pseudo labels from a teacher's logits: sampled from its softmax (DML Eq. 4, ŷ ~ P(·|x; θ_T)) with
     `generator`, or the argmax without one. No gradient. Non-finite logits (a step whose finiteness check is

@@ -5,7 +5,6 @@ import torch.nn.functional as F
 
 from lnl.losses import (
     accuracy,
-    gce_loss,
     kd_loss,
     masked_sum,
     nt_xent,
@@ -57,15 +56,6 @@ def test_kept_rows_equal_boolean_indexing_without_it() -> None:
     assert uda_consistency(weak, strong, 1.0, 0.6, keep=none)[0] == 0
     values = torch.randn(6, dtype=torch.float64).masked_fill(~keep, float("nan"))
     torch.testing.assert_close(masked_sum(values, keep), values[keep].sum(), rtol=1e-15, atol=0)
-
-
-def test_gce_interpolates_between_mae_and_ce() -> None:
-    logits, labels = torch.randn(8, 3, dtype=torch.float64), torch.randint(0, 3, (8,))
-    p_y = F.softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
-    torch.testing.assert_close(gce_loss(logits, labels, q=1.0), (1 - p_y).mean())
-    torch.testing.assert_close(
-        gce_loss(logits, labels, q=1e-6), F.cross_entropy(logits, labels), rtol=1e-4, atol=1e-5
-    )
 
 
 def test_nt_xent_matches_a_per_anchor_loop() -> None:
