@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -96,11 +98,21 @@ def corrupt_odd_positions(
     the C classes (`random`, may hit the right one) or the teacher's strongest wrong class (`adversarial`).
     Returns (ỹ, mask of corrupted positions)."""
     corrupt = torch.arange(y.shape[0], device=y.device) % 2 == 1
-    if kind == "random":
-        wrong = torch.randint(0, logits.shape[-1], y.shape, generator=generator, device=y.device)
-    else:
-        wrong = wide(logits.detach()).scatter(1, y[:, None], float("-inf")).argmax(1)
-    return torch.where(corrupt, wrong, y), corrupt
+    return torch.where(corrupt, CORRUPTIONS[kind](y, logits, generator), y), corrupt
+
+
+def _uniform_label(y: Tensor, logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randint(0, logits.shape[-1], y.shape, generator=generator, device=y.device)
+
+
+def _strongest_wrong_label(y: Tensor, logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    return wide(logits.detach()).scatter(1, y[:, None], float("-inf")).argmax(1)
+
+
+CORRUPTIONS: dict[str, Callable[[Tensor, Tensor, torch.Generator | None], Tensor]] = {
+    "random": _uniform_label,
+    "adversarial": _strongest_wrong_label,
+}
 
 
 def per_sample_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -141,12 +141,14 @@ def kstep_surrogate(
         raise ValueError(
             f"k-step lists differ in length: {k} snapshots, {len(xs)} x, {len(qs)} q, {len(lookaheads)} look-aheads"
         )
-    coefs = kstep_coefficients(lookaheads)
+    discounted = kstep_coefficients(lookaheads)
     ns = kstep_denominators([q.shape[0] for q in qs], denoms, reduction)
     total: Tensor | None = None
     us: list[Tensor] = []
     for j in range(k):
-        term, u = onestep_surrogate(module, snapshots[j], buffers, xs[j], qs[j], coefs[j].scale(g_w), ns[j])
+        term, u = onestep_surrogate(
+            module, snapshots[j], buffers, xs[j], qs[j], discounted[j].scale(g_w), ns[j]
+        )
         total = term if total is None else total + term
         us.append(u)
     assert total is not None

@@ -87,9 +87,8 @@ class EMLC(TeacherStudent):
     # ---------------------------------------------------------------- the step
     def _teacher_supervised(self, x: Tensor, y: Tensor) -> tuple[list, dict[str, Tensor]]:
         """Gradients of the teacher's supervised loss on the clean batch (CE, + the gate's BCE with corruption)."""
-        kind = self.hparams.corruption
-        g = self.step_generator(y.device) if kind == "random" else None
-        loss, logs = self.teacher.supervised_loss(x, y, kind, g)
+        g = self.step_generator(y.device)  # step-seeded; only `random` corruption draws from it
+        loss, logs = self.teacher.supervised_loss(x, y, self.hparams.corruption, g)
         return list(torch.autograd.grad(loss, list(self.teacher.parameters()), allow_unused=True)), logs
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -194,7 +194,7 @@ def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None
             torch.testing.assert_close(seen["qs"][j], teacher0.correct(h, logits, nb["y"])[0])
     assert not torch.equal(seen["snaps"][0]["fc.weight"], seen["snaps"][2]["fc.weight"])
     assert set(seen["snaps"][0]) == set(dict(model.student.named_parameters()))
-    assert seen["lrs"][0]["fc.weight"] == pytest.approx(0.1)  # η read from the student's optimizer
+    assert seen["lrs"][0].eta["fc.weight"] == pytest.approx(0.1)  # η read from the student's optimizer
 
 
 def test_bad_options_are_config_errors() -> None:
