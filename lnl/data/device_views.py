@@ -25,6 +25,7 @@ from torch import Tensor
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from lnl.data.batch import Batch, Views
 from lnl.data.transforms import DigitsRandAugment
 
 DEVICE_FAMILIES = ("cifar", "digits")
@@ -238,9 +239,9 @@ class DeviceViews:
     """A training set's uint8 images kept on the training device, and the views each training stream asks for.
 
     ``streams`` maps a stream ("noisy", "clean") to its seed and its view keys -> view names (e.g.
-    ``{"weak": "weak", "strong": "strong"}``; one key named ``""`` gives a plain tensor ``x`` instead of a dict).
-    `plan` runs on the host before the batch moves (draws from the batch's (epoch, index)); `apply` runs on the
-    device after it and puts ``x`` into each stream, the batch contract of the loader path.
+    ``{"weak": "weak", "strong": "strong"}``; the keys are `lnl.data.batch.Views` fields). `plan` runs on the
+    host before the batch moves (draws from the batch's (epoch, index)); `apply` runs on the device after it and
+    fills each stream's `views`, as the loader path delivers them.
     """
 
     def __init__(
@@ -257,32 +258,34 @@ class DeviceViews:
         self.mean, self.std = torch.tensor(mean), torch.tensor(std)
         self._on: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
 
-    def plan(self, batch: dict) -> None:
-        """Add each stream's per-view draws (``plans``) to a host batch of (epoch, index) items, in place."""
+    def plan(self, batch: Batch) -> Batch:
+        """`batch` (a host batch of (epoch, index) items) with each stream's per-view draws (`plans`)."""
+        streams = batch.streams()
         for name, (seed, views) in self.streams.items():
-            stream = batch.get(name)
-            if not isinstance(stream, dict) or "epoch" not in stream:
+            stream = streams.get(name)
+            if stream is None or stream.epoch is None:
                 continue
-            epoch, index = stream["epoch"].numpy(), stream["index"].numpy()
-            stream["plans"] = {
-                key: draw_plan(self.specs[view], seed, epoch, index, v, self.size)
-                for v, (key, view) in enumerate(views.items())
-            }
+            epoch, index = stream.epoch.numpy(), stream.index.numpy()
+            plans = {key: draw_plan(self.specs[view], seed, epoch, index, v, self.size)
+                     for v, (key, view) in enumerate(views.items())}  # fmt: skip
+            streams[name] = stream._replace(plans=plans)
+        return batch._replace(**streams)
 
     def _resident(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         if device not in self._on:  # copied once per device; the training set stays there
             self._on[device] = (self.host.to(device), self.mean.to(device), self.std.to(device))
         return self._on[device]
 
-    def apply(self, batch: dict) -> None:
-        """Replace each planned stream's draws by its views ``x`` (float32, normalized), on the batch's device."""
+    def apply(self, batch: Batch) -> Batch:
+        """`batch` with each planned stream's views drawn (float32, normalized), on the batch's device."""
+        streams = batch.streams()
         for name, (_, views) in self.streams.items():
-            stream = batch.get(name)
-            if not isinstance(stream, dict) or "plans" not in stream:
+            stream = streams.get(name)
+            if stream is None or stream.plans is None:
                 continue
-            images, mean, std = self._resident(stream["index"].device)
-            raw = images.index_select(0, stream["index"])
-            plans = stream.pop("plans")
-            stream.pop("epoch")
-            x = {key: apply_plan(raw, self.specs[view], plans[key], mean, std) for key, view in views.items()}
-            stream["x"] = x.get("", x)
+            images, mean, std = self._resident(stream.index.device)
+            raw = images.index_select(0, stream.index)
+            drawn = {key: apply_plan(raw, self.specs[view], stream.plans[key], mean, std)
+                     for key, view in views.items()}  # fmt: skip
+            streams[name] = stream._replace(views=Views(**drawn), epoch=None, plans=None)
+        return batch._replace(**streams)
