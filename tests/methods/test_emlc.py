@@ -153,7 +153,7 @@ def test_label_recovery_and_gate_diagnostics_are_epoch_means() -> None:
 
     model = fit(pinned, data=SynthData(3))
     batches = [make_batch(i, 8, 8).noisy for i in range(3)]
-    right = torch.cat([b["y"] == b["y_true"] for b in batches]).float().mean()
+    right = torch.cat([b.y == b.y_true for b in batches]).float().mean()
     logged = model.trainer.callback_metrics
     torch.testing.assert_close(logged["train/label_recovery"], right)
     assert logged["train/wrong_label_recovery"] == 0.0
@@ -191,7 +191,7 @@ def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None
         assert torch.equal(seen["xs"][j], nb.x)
         with torch.no_grad():
             h, logits = teacher0.features_and_logits(nb.x)
-            torch.testing.assert_close(seen["qs"][j], teacher0.correct(h, logits, nb["y"])[0])
+            torch.testing.assert_close(seen["qs"][j], teacher0.correct(h, logits, nb.y)[0])
     assert not torch.equal(seen["snaps"][0]["fc.weight"], seen["snaps"][2]["fc.weight"])
     assert set(seen["snaps"][0]) == set(dict(model.student.named_parameters()))
     assert seen["lrs"][0]["fc.weight"] == pytest.approx(0.1)  # η read from the student's optimizer
