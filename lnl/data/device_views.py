@@ -62,13 +62,12 @@ class ViewSpec:
     """One training view: crop padding, flip, the op stages (RandAugment or AutoAugment) and Cutout size.
 
     ``table[s]`` maps stage-``s`` draws to an action: RandAugment indexes it by (op, sign), AutoAugment by
-    (sub-policy, sign); ``probs[s]`` (AutoAugment) is the probability that stage ``s`` of a sub-policy applies.
+    (sub-policy, sign); ``probs[s]`` (AutoAugment only: RandAugment has none) is the probability that stage ``s`` of a sub-policy applies.
     """
 
     padding: int
     flip: bool
     actions: tuple[Action, ...] = ()
-    kind: str = "none"  # "none" | "randaugment" | "autoaugment"
     table: tuple[np.ndarray, ...] = ()  # per stage: int [rows, 2] action id or -1 (no-op)
     probs: tuple[np.ndarray, ...] = ()  # autoaugment: per stage float [rows]
     cutout: int = 0
@@ -86,7 +85,7 @@ def _randaugment_spec(base: ViewSpec, ra: T.RandAugment, size: int, num_ops: int
             if Action(name, value) not in actions:
                 actions.append(Action(name, value))
             table[i, sign] = actions.index(Action(name, value))
-    return ViewSpec(base.padding, base.flip, tuple(actions), "randaugment", (table,) * num_ops, (), cutout)
+    return ViewSpec(base.padding, base.flip, tuple(actions), (table,) * num_ops, (), cutout)
 
 
 def _autoaugment_spec(base: ViewSpec, aa: T.AutoAugment, size: int) -> ViewSpec:
@@ -104,7 +103,7 @@ def _autoaugment_spec(base: ViewSpec, aa: T.AutoAugment, size: int) -> ViewSpec:
                 if Action(name, value) not in actions:
                     actions.append(Action(name, value))
                 tables[s][pid, sign] = actions.index(Action(name, value))
-    return ViewSpec(base.padding, base.flip, tuple(actions), "autoaugment", tuple(tables), tuple(probs))
+    return ViewSpec(base.padding, base.flip, tuple(actions), tuple(tables), tuple(probs))
 
 
 def device_view_specs(family: str, image_size: int) -> dict[str, ViewSpec]:
@@ -159,13 +158,11 @@ def draw_plan(
     ).astype(np.int64)
     cutout = np.stack([(u[:, 3] * size).astype(np.int64), (u[:, 4] * size).astype(np.int64)], 1)
     stages = []
-    if (
-        spec.kind == "autoaugment"
-    ):  # one sub-policy per sample, each of its two ops applied with its probability
+    if spec.probs:  # AutoAugment: one sub-policy per sample, each of its two ops applied with its probability
         policy = (u[:, 5] * len(spec.table[0])).astype(np.int64)
     for s, table in enumerate(spec.table):
         sign = (u[:, 7 + 3 * s] < 0.5).astype(np.int64)
-        if spec.kind == "randaugment":  # one op per stage, uniform over the space (Identity included)
+        if not spec.probs:  # RandAugment: one op per stage, uniform over the space (Identity included)
             row = (u[:, 6 + 3 * s] * len(table)).astype(np.int64)
             action = table[row, sign]
         else:

@@ -2,10 +2,8 @@
 
 Class-conditional noise from a transition matrix (Patrini et al., "Making deep neural networks robust to label
 noise: a loss correction approach", CVPR 2017, arXiv:1609.03683; the DML paper's §5.1), instance-dependent
-noise after Xia et al. ("Part-dependent label noise", NeurIPS 2020, arXiv:2006.07836), label files of CIFAR-N
-(Wei et al., "Learning with noisy labels revisited", ICLR 2022, arXiv:2110.12088).
-
-Pure numpy functions: they return new arrays, never mutate their inputs, and are deterministic in ``seed``.
+noise after Xia et al. ("Part-dependent label noise", NeurIPS 2020, arXiv:2006.07836); label files are read by
+`lnl.data.label_files`. Pure numpy functions: they return new arrays, never mutate their inputs, and are deterministic in ``seed``.
 """
 
 from __future__ import annotations
