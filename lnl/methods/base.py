@@ -69,7 +69,9 @@ class LNLModule(LightningModule):
     A method sets the class attributes that tell the data module what it needs: `needs_clean` (a clean stream),
     `train_views` (("weak",) or ("weak", "strong")), `clean_augment` ("weak" or "autoaugment"), and lists the
     networks to evaluate in `eval_nets` (validation logs `val/acc` for the student, `val/acc_<name>` for others).
-    Bi-level methods set `self.automatic_optimization = False` and use the manual-step helpers below.
+    A method's step is `train_step(batch, batch_idx)` on typed streams (`lnl.data.batch.Batch`); `training_step`
+    converts and checks the batch first. Bi-level methods set `self.automatic_optimization = False` and use the
+    manual-step helpers below.
     """
 
     needs_clean: ClassVar[bool] = False
