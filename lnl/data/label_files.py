@@ -104,7 +104,7 @@ def read_label_file(
         clean = obj.get("clean_label")
         obj = _pick_key(obj, key, path)
     arr = np.asarray(obj.numpy() if hasattr(obj, "numpy") else obj)
-    if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+    if np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
         arr = arr.astype(np.int64)
     arr = np.squeeze(arr) if arr.ndim == 2 and 1 in arr.shape else arr
     if arr.ndim != 1 or arr.size != expected_len:

@@ -78,6 +78,10 @@ class DataRecord:
     clean_budget: int  # clean labels the method may use: the clean set, plus val with `val_labels: clean`
 
 
+# (train_set, noisy index, clean index, val index, given labels)
+_Built = tuple[ImageSet, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 def _concat(sets: list[ImageSet]) -> ImageSet:
     """One ImageSet holding `sets` one after another (all in memory, or all file-backed)."""
     labels = np.concatenate([s.labels for s in sets])
@@ -112,7 +116,7 @@ def _corrupt(source: DataSource, train: ImageSet, spec: NoiseSpec, dataset: str,
     return np.split(noisy, np.cumsum([len(p) for p in parts])[:-1])
 
 
-def _split_and_corrupt(source: DataSource, spec: NoiseSpec, s: LabelSettings) -> tuple[np.ndarray, ...]:
+def _split_and_corrupt(source: DataSource, spec: NoiseSpec, s: LabelSettings) -> _Built:
     """(train_set, noisy, clean, val index, given labels) of a source the data module splits itself."""
     train = source.train()
     labels = train.labels
@@ -129,7 +133,7 @@ def _split_and_corrupt(source: DataSource, spec: NoiseSpec, s: LabelSettings) ->
     return train, split.noisy, split.clean, split.val, given
 
 
-def _predefined(parts: dict[str, ImageSet], spec: NoiseSpec, s: LabelSettings, num_classes: int) -> tuple:
+def _predefined(parts: dict[str, ImageSet], spec: NoiseSpec, s: LabelSettings, num_classes: int) -> _Built:
     """(train_set, noisy, clean, val index, given labels) of a source whose parts are fixed (Clothing1M)."""
     if spec.noise_kind.adds_noise:
         raise ConfigError(
