@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning_utilities.core.apply_func import apply_to_collection
 
+from lnl.data.batch import Batch, DataRequirements, synthetic_batch
 from lnl.methods.base import LNLModule
 
 
@@ -75,7 +77,7 @@ def method_class(name: str) -> type[LNLModule]:
 class _SyntheticBatches:
     """The same batch `steps` times (a sized iterable Lightning accepts as a dataloader)."""
 
-    def __init__(self, batch: dict[str, Any], steps: int) -> None:
+    def __init__(self, batch: Batch, steps: int) -> None:
         self.batch, self.steps = batch, steps
 
     def __iter__(self):
@@ -90,33 +92,16 @@ class BenchData(LightningDataModule):
 
     def __init__(self, method: type[LNLModule], args: argparse.Namespace, device: torch.device) -> None:
         super().__init__()
-        g = torch.Generator().manual_seed(0)
-        b, size, c = args.batch_size, args.image_size, args.num_classes
+        b, c = args.batch_size, args.num_classes
         self.num_classes, self.train_size = c, 50 * b
-
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-
-        def images(n: int) -> torch.Tensor:
-            return torch.randn(n, 3, size, size, generator=g).to(device).contiguous(memory_format=fmt)
-
-        x: dict[str, torch.Tensor] = {}
-        for i, view in enumerate(method.train_views):  # numbered like the data module: strong, strong2
-            n = method.train_views[:i].count(view)
-            x[view if n == 0 else f"{view}{n + 1}"] = images(b)
-        noisy = {
-            "x": x if len(x) > 1 else next(iter(x.values())),
-            "y": torch.randint(0, c, (b,), generator=g).to(device),
-            "y_true": torch.randint(0, c, (b,), generator=g).to(device),
-            "index": torch.randperm(self.train_size, generator=g)[:b].to(device),
-        }
-        self.batch: dict[str, Any] = {"noisy": noisy}
-        if method.needs_clean:
-            cb = args.clean_batch_size or b
-            self.batch["clean"] = {
-                "x": images(cb),
-                "y": torch.randint(0, c, (cb,), generator=g).to(device),
-                "index": torch.arange(cb).to(device),
-            }
+        batch = synthetic_batch(DataRequirements.of(method), batch_size=b, clean_batch_size=args.clean_batch_size or b,
+                                image_size=args.image_size, num_classes=c)  # fmt: skip
+        self.batch: Batch = apply_to_collection(
+            batch,
+            torch.Tensor,
+            lambda t: t.to(device).contiguous(memory_format=fmt) if t.ndim == 4 else t.to(device),
+        )
         self.steps = args.warmup + args.steps
 
     def train_dataloader(self) -> Any:

@@ -31,8 +31,8 @@ def run_plain(args: argparse.Namespace, isolated: bool = True) -> BenchResult:
         net = net.to(memory_format=torch.channels_last)
     net.train()
     optimizer = reference.make_optimizer(reference.optimizer_factory, net.parameters())
-    batch = BenchData(CE, args, device).batch["noisy"]
-    x, y = batch["x"], batch["y"]
+    batch = BenchData(CE, args, device).batch.noisy
+    x, y = batch.x, batch.y
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if args.precision == "bf16-mixed"

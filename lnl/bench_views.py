@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from lnl.data.batch import Batch, Stream, Views
 from lnl.data.device_views import DeviceViews
 
 
@@ -43,18 +44,20 @@ def run_views_bench(
     images = np.random.default_rng(0).integers(0, 256, (4 * batch, 32, 32, 3), dtype=np.uint8)
     out = []
     for view in views:
-        dv = DeviceViews(images, "cifar", 32, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), {"s": (0, {"": view})})
+        dv = DeviceViews(
+            images, "cifar", 32, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), {"noisy": (0, {view: view})}
+        )
         host = wall = 0.0
         for step in range(steps + 2):
             index = torch.randperm(len(images), generator=torch.Generator().manual_seed(step))[:batch]
-            batch_ = {"s": {"index": index, "epoch": torch.full((batch,), step)}}
+            stream = Stream(Views(), torch.zeros(batch), index, epoch=torch.full((batch,), step))
             _sync(dev)
             t0 = time.perf_counter()
-            dv.plan(batch_)
-            stream = batch_["s"]
-            stream["index"] = stream["index"].to(dev)
-            stream["plans"] = {k: _to(p, dev) for k, p in stream["plans"].items()}
-            dv.apply(batch_)
+            stream = dv.plan(Batch(stream)).noisy
+            stream = stream._replace(
+                index=stream.index.to(dev), plans={k: _to(p, dev) for k, p in stream.plans.items()}
+            )
+            dv.apply(Batch(stream))
             t1 = time.perf_counter()
             _sync(dev)
             t2 = time.perf_counter()

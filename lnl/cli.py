@@ -33,6 +33,7 @@ from lnl.console import (
     silence_tips,
 )
 from lnl.data.datamodule import NoisyLabelDataModule
+from lnl.data.seed import run_seed
 from lnl.ddp import build_ddp_on_current_stream
 from lnl.errors import ConfigError, check_yaml_files, parse_error_line
 from lnl.methods.base import LNLModule, NonFiniteError
@@ -231,21 +232,21 @@ class LNLCLI(LightningCLI):
             beat("after fit: loading the best-val checkpoint")
             model.restore(preflight.read_checkpoint(best_path))
         best_score = checkpoint.best_model_score if checkpoint is not None else None
+        data = datamodule.record()
         results = {
             **_test_metrics(last),
             **_test_metrics(best),
             "val/acc_best": float(best_score) if best_score is not None else None,
             "train/skipped_nonfinite": model.skipped_nonfinite,
-            "noise/realized_rate": datamodule.realized_rate,
+            "noise/realized_rate": data.realized_rate,
             "method": type(model).__name__,
-            "dataset": datamodule.hparams.dataset,
-            "noise": vars(datamodule.noise) | {"tag": datamodule.noise.tag},
-            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
-            "noise_seed": datamodule.hparams.noise_seed,
-            "split_seed": datamodule.hparams.split_seed,
-            "labels_sha256": datamodule.labels_sha256,
-            "clean_budget": int(len(datamodule.clean_index))
-            + (int(len(datamodule.val_index)) if datamodule.hparams.val_labels == "clean" else 0),
+            "dataset": data.dataset,
+            "noise": data.noise,
+            "seed": run_seed(-1),
+            "noise_seed": data.noise_seed,
+            "split_seed": data.split_seed,
+            "labels_sha256": data.labels_sha256,
+            "clean_budget": data.clean_budget,
             "best_checkpoint": best_path,
         }
         results.setdefault("test/acc_best_val", None)

@@ -99,10 +99,10 @@ class FitProbe(Callback):
                 self._profiler, self.record.profile_error = None, f"{type(error).__name__}: {error}"
             self._prof_t0, self._prof_wait = now, 0.0
         if not self.record.batch_size:
-            noisy = batch.get("noisy", batch) if isinstance(batch, dict) else batch
-            self.record.batch_size = (
-                int(noisy["y"].shape[0]) if isinstance(noisy, dict) and "y" in noisy else 0
-            )
+            # a typed batch (lnl.data.batch.Batch: batch.noisy.y), or a dict one
+            noisy = batch.get("noisy", batch) if isinstance(batch, dict) else getattr(batch, "noisy", None)
+            y = noisy.get("y") if isinstance(noisy, dict) else getattr(noisy, "y", None)
+            self.record.batch_size = int(y.shape[0]) if y is not None else 0
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int

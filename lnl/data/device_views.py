@@ -25,6 +25,7 @@ from torch import Tensor
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from lnl.data.batch import Batch, Views
 from lnl.data.transforms import DigitsRandAugment
 
 DEVICE_FAMILIES = ("cifar", "digits")
@@ -61,13 +62,12 @@ class ViewSpec:
     """One training view: crop padding, flip, the op stages (RandAugment or AutoAugment) and Cutout size.
 
     ``table[s]`` maps stage-``s`` draws to an action: RandAugment indexes it by (op, sign), AutoAugment by
-    (sub-policy, sign); ``probs[s]`` (AutoAugment) is the probability that stage ``s`` of a sub-policy applies.
+    (sub-policy, sign); ``probs[s]`` (AutoAugment only: RandAugment has none) is the probability that stage ``s`` of a sub-policy applies.
     """
 
     padding: int
     flip: bool
     actions: tuple[Action, ...] = ()
-    kind: str = "none"  # "none" | "randaugment" | "autoaugment"
     table: tuple[np.ndarray, ...] = ()  # per stage: int [rows, 2] action id or -1 (no-op)
     probs: tuple[np.ndarray, ...] = ()  # autoaugment: per stage float [rows]
     cutout: int = 0
@@ -85,7 +85,7 @@ def _randaugment_spec(base: ViewSpec, ra: T.RandAugment, size: int, num_ops: int
             if Action(name, value) not in actions:
                 actions.append(Action(name, value))
             table[i, sign] = actions.index(Action(name, value))
-    return ViewSpec(base.padding, base.flip, tuple(actions), "randaugment", (table,) * num_ops, (), cutout)
+    return ViewSpec(base.padding, base.flip, tuple(actions), (table,) * num_ops, (), cutout)
 
 
 def _autoaugment_spec(base: ViewSpec, aa: T.AutoAugment, size: int) -> ViewSpec:
@@ -103,7 +103,7 @@ def _autoaugment_spec(base: ViewSpec, aa: T.AutoAugment, size: int) -> ViewSpec:
                 if Action(name, value) not in actions:
                     actions.append(Action(name, value))
                 tables[s][pid, sign] = actions.index(Action(name, value))
-    return ViewSpec(base.padding, base.flip, tuple(actions), "autoaugment", tuple(tables), tuple(probs))
+    return ViewSpec(base.padding, base.flip, tuple(actions), tuple(tables), tuple(probs))
 
 
 def device_view_specs(family: str, image_size: int) -> dict[str, ViewSpec]:
@@ -158,13 +158,11 @@ def draw_plan(
     ).astype(np.int64)
     cutout = np.stack([(u[:, 3] * size).astype(np.int64), (u[:, 4] * size).astype(np.int64)], 1)
     stages = []
-    if (
-        spec.kind == "autoaugment"
-    ):  # one sub-policy per sample, each of its two ops applied with its probability
+    if spec.probs:  # AutoAugment: one sub-policy per sample, each of its two ops applied with its probability
         policy = (u[:, 5] * len(spec.table[0])).astype(np.int64)
     for s, table in enumerate(spec.table):
         sign = (u[:, 7 + 3 * s] < 0.5).astype(np.int64)
-        if spec.kind == "randaugment":  # one op per stage, uniform over the space (Identity included)
+        if not spec.probs:  # RandAugment: one op per stage, uniform over the space (Identity included)
             row = (u[:, 6 + 3 * s] * len(table)).astype(np.int64)
             action = table[row, sign]
         else:
@@ -238,9 +236,9 @@ class DeviceViews:
     """A training set's uint8 images kept on the training device, and the views each training stream asks for.
 
     ``streams`` maps a stream ("noisy", "clean") to its seed and its view keys -> view names (e.g.
-    ``{"weak": "weak", "strong": "strong"}``; one key named ``""`` gives a plain tensor ``x`` instead of a dict).
-    `plan` runs on the host before the batch moves (draws from the batch's (epoch, index)); `apply` runs on the
-    device after it and puts ``x`` into each stream, the batch contract of the loader path.
+    ``{"weak": "weak", "strong": "strong"}``; the keys are `lnl.data.batch.Views` fields). `plan` runs on the
+    host before the batch moves (draws from the batch's (epoch, index)); `apply` runs on the device after it and
+    fills each stream's `views`, as the loader path delivers them.
     """
 
     def __init__(
@@ -257,32 +255,34 @@ class DeviceViews:
         self.mean, self.std = torch.tensor(mean), torch.tensor(std)
         self._on: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
 
-    def plan(self, batch: dict) -> None:
-        """Add each stream's per-view draws (``plans``) to a host batch of (epoch, index) items, in place."""
+    def plan(self, batch: Batch) -> Batch:
+        """`batch` (a host batch of (epoch, index) items) with each stream's per-view draws (`plans`)."""
+        streams = batch.streams()
         for name, (seed, views) in self.streams.items():
-            stream = batch.get(name)
-            if not isinstance(stream, dict) or "epoch" not in stream:
+            stream = streams.get(name)
+            if stream is None or stream.epoch is None:
                 continue
-            epoch, index = stream["epoch"].numpy(), stream["index"].numpy()
-            stream["plans"] = {
-                key: draw_plan(self.specs[view], seed, epoch, index, v, self.size)
-                for v, (key, view) in enumerate(views.items())
-            }
+            epoch, index = stream.epoch.numpy(), stream.index.numpy()
+            plans = {key: draw_plan(self.specs[view], seed, epoch, index, v, self.size)
+                     for v, (key, view) in enumerate(views.items())}  # fmt: skip
+            streams[name] = stream._replace(plans=plans)
+        return batch._replace(**streams)
 
     def _resident(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         if device not in self._on:  # copied once per device; the training set stays there
             self._on[device] = (self.host.to(device), self.mean.to(device), self.std.to(device))
         return self._on[device]
 
-    def apply(self, batch: dict) -> None:
-        """Replace each planned stream's draws by its views ``x`` (float32, normalized), on the batch's device."""
+    def apply(self, batch: Batch) -> Batch:
+        """`batch` with each planned stream's views drawn (float32, normalized), on the batch's device."""
+        streams = batch.streams()
         for name, (_, views) in self.streams.items():
-            stream = batch.get(name)
-            if not isinstance(stream, dict) or "plans" not in stream:
+            stream = streams.get(name)
+            if stream is None or stream.plans is None:
                 continue
-            images, mean, std = self._resident(stream["index"].device)
-            raw = images.index_select(0, stream["index"])
-            plans = stream.pop("plans")
-            stream.pop("epoch")
-            x = {key: apply_plan(raw, self.specs[view], plans[key], mean, std) for key, view in views.items()}
-            stream["x"] = x.get("", x)
+            images, mean, std = self._resident(stream.index.device)
+            raw = images.index_select(0, stream.index)
+            drawn = {key: apply_plan(raw, self.specs[view], stream.plans[key], mean, std)
+                     for key, view in views.items()}  # fmt: skip
+            streams[name] = stream._replace(views=Views(**drawn), epoch=None, plans=None)
+        return batch._replace(**streams)

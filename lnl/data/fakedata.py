@@ -142,6 +142,30 @@ def _flip(y: np.ndarray, idx: np.ndarray, num_classes: int, rng: np.random.Gener
     return out
 
 
+def _cifar10n_entries(
+    clean: np.ndarray, worse: np.ndarray, wrong: np.ndarray, rate: float, rng: np.random.Generator
+) -> dict:
+    n, obj = len(clean), {"clean_label": clean, "worse_label": worse}
+    counts = {f"random_label{k}": round(rate * n / 2) for k in (1, 2, 3)}
+    for key, m in {**counts, "aggre_label": round(rate * n / 4)}.items():
+        lab = clean.copy()
+        sub = rng.permutation(wrong)[:m]
+        lab[sub] = worse[sub]
+        obj[key] = lab
+    return obj
+
+
+def _cifar100n_entries(
+    clean: np.ndarray, worse: np.ndarray, wrong: np.ndarray, rate: float, rng: np.random.Generator
+) -> dict:
+    coarse = CIFAR100_COARSE_OF_FINE
+    return {"clean_label": clean, "noisy_label": worse, "noisy_coarse_label": coarse[worse],
+            "clean_coarse_label": coarse[clean]}  # fmt: skip
+
+
+_CIFAR_N = {"cifar10": (10, _cifar10n_entries), "cifar100": (100, _cifar100n_entries)}  # kind -> (C, entries)
+
+
 def write_cifar_n(path, clean_labels, noise_rate: float, seed: int = 0, kind: str = "cifar10") -> Path:
     """A CIFAR-N label file (``torch.save`` of a dict of int64 numpy arrays, like CIFAR-10_human.pt).
 
@@ -150,25 +174,13 @@ def write_cifar_n(path, clean_labels, noise_rate: float, seed: int = 0, kind: st
     wrong, likewise). cifar100 (CIFAR-100_human.pt): ``clean_label``, ``noisy_label`` (round(rate*n) wrong)
     and the coarse versions ``clean_coarse_label``, ``noisy_coarse_label``.
     """
+    if kind not in _CIFAR_N:
+        raise ValueError(f"kind = {kind!r}: allowed are {', '.join(map(repr, _CIFAR_N))}")
+    num_classes, entries = _CIFAR_N[kind]
     rng = np.random.default_rng(seed)
     clean = np.asarray(clean_labels, dtype=np.int64)
-    n, num_classes = len(clean), (10 if kind == "cifar10" else 100)
-    wrong = rng.permutation(n)[: round(noise_rate * n)]
-    worse = _flip(clean, wrong, num_classes, rng)
-    if kind == "cifar10":
-        obj = {"clean_label": clean, "worse_label": worse}
-        counts = {f"random_label{k}": round(noise_rate * n / 2) for k in (1, 2, 3)}
-        for key, m in {**counts, "aggre_label": round(noise_rate * n / 4)}.items():
-            lab = clean.copy()
-            sub = rng.permutation(wrong)[:m]
-            lab[sub] = worse[sub]
-            obj[key] = lab
-    elif kind == "cifar100":
-        coarse = CIFAR100_COARSE_OF_FINE
-        obj = {"clean_label": clean, "noisy_label": worse, "noisy_coarse_label": coarse[worse],
-               "clean_coarse_label": coarse[clean]}  # fmt: skip
-    else:
-        raise ValueError(f"kind = {kind!r}: allowed are 'cifar10', 'cifar100'")
+    wrong = rng.permutation(len(clean))[: round(noise_rate * len(clean))]
+    obj = entries(clean, _flip(clean, wrong, num_classes, rng), wrong, noise_rate, rng)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)

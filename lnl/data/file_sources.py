@@ -1,6 +1,6 @@
-"""File-backed sources: Clothing1M (key lists + kv files) and a user's folder + CSV.
+"""File-backed sources: Clothing1M (key lists + kv files), and the CSV readers a user's folder shares.
 
-Registered through :mod:`lnl.data.sources` (which imports this module): ``create_source("clothing1m", root)``.
+Registered on import (`lnl.data.sources` imports this module): ``create_source("clothing1m", root)``.
 """
 
 from __future__ import annotations
@@ -8,13 +8,11 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from lnl.data.sources import IMAGENET_MEAN, IMAGENET_STD, DataSource, ImageSet, _root_dir, register_source
+from lnl.data.source_base import IMAGENET_MEAN, IMAGENET_STD, DataSource, ImageSet, register_source, root_dir
 from lnl.errors import ConfigError
 
 CLOTHING1M_CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket",
@@ -22,7 +20,7 @@ CLOTHING1M_CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoo
 CLOTHING1M_SIZES = dict(noisy_train=1_000_000, clean_train=47_570, clean_val=14_313, clean_test=10_526)
 
 
-def _check_exist(root: Path, rels: list[str], what: str) -> None:
+def check_exist(root: Path, rels: list[str], what: str) -> None:
     """Count listed images that are missing (one directory walk, not one stat per file) and fail early."""
     found: set[str] = set()
     tops = {r.split("/", 1)[0] for r in rels if "/" in r}
@@ -36,7 +34,7 @@ def _check_exist(root: Path, rels: list[str], what: str) -> None:
         raise ConfigError(f"{what}: {n} listed images are missing under {root} (first: {missing[0]})")
 
 
-def _check_range(labels: np.ndarray, num_classes: int, what: str, lines: np.ndarray | None = None) -> None:
+def check_range(labels: np.ndarray, num_classes: int, what: str, lines: np.ndarray | None = None) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         where = f" line {lines[bad[0]]}" if lines is not None else ""
@@ -45,11 +43,11 @@ def _check_range(labels: np.ndarray, num_classes: int, what: str, lines: np.ndar
         )
 
 
-def _is_int(text: str) -> bool:
+def is_int(text: str) -> bool:
     return text.strip().lstrip("-").isdigit()
 
 
-def _read_rows(
+def read_rows(
     path: Path, sep: str | None, root: Path | None = None
 ) -> tuple[list[str], list[str], np.ndarray]:
     """``path label`` rows -> (keys, labels as written, line numbers). Clothing1M kv files are space separated;
@@ -58,8 +56,8 @@ def _read_rows(
     with path.open(newline="") as f:
         reader = csv.reader(f) if sep == "," else (ln.split() for ln in f)
         rows = [(i + 1, r) for i, r in enumerate(reader) if r]
-    if rows and sep == "," and len(rows[0][1]) == 2 and not _is_int(rows[0][1][1]):
-        rest_ids = all(len(r) == 2 and _is_int(r[1]) for _, r in rows[1:])
+    if rows and sep == "," and len(rows[0][1]) == 2 and not is_int(rows[0][1][1]):
+        rest_ids = all(len(r) == 2 and is_int(r[1]) for _, r in rows[1:])
         if rest_ids or root is None or not (root / rows[0][1][0].strip()).is_file():
             rows = rows[1:]  # header
     keys, labels = [], []
@@ -73,8 +71,8 @@ def _read_rows(
 
 def _read_pairs(path: Path, sep: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``path label`` rows with integer labels -> (keys, labels, line numbers)."""
-    keys, labels, lines = _read_rows(path, sep)
-    bad = next((i for i, v in enumerate(labels) if not _is_int(v)), None)
+    keys, labels, lines = read_rows(path, sep)
+    bad = next((i for i, v in enumerate(labels) if not is_int(v)), None)
     if bad is not None:
         raise ConfigError(f"{path} line {lines[bad]}: label {labels[bad]!r} is not an integer class id")
     return keys, np.asarray([int(v) for v in labels], dtype=np.int64), lines
@@ -103,7 +101,7 @@ class Clothing1MSource(DataSource):
                 "download = true: Clothing1M cannot be downloaded automatically; request it from its authors "
                 "and set the data root to the folder holding images/ and the lists"
             )
-        root = self.root = _root_dir(root, "clothing1m", "images/ and the key/kv lists")
+        root = self.root = root_dir(root, "clothing1m", "images/ and the key/kv lists")
         files = [f"{k}_key_list.txt" for k in CLOTHING1M_SIZES] + ["noisy_label_kv.txt", "clean_label_kv.txt"]
         ann = root if (root / files[-1]).is_file() else root / "annotations"
         missing = [f for f in files if not (ann / f).is_file()]
@@ -121,18 +119,17 @@ class Clothing1MSource(DataSource):
         kv = {n: dict(zip(*_read_pairs(ann / f"{n}_label_kv.txt", None)[:2])) for n in ("noisy", "clean")}
         self._parts = {}
         for k, ks in keys.items():
-            kind = "noisy" if k == "noisy_train" else "clean"
-            unlabeled = [key for key in ks if key not in kv[kind]]
+            noisy = k == "noisy_train"
+            table = "noisy" if noisy else "clean"  # the kv file of this list's labels
+            unlabeled = [key for key in ks if key not in kv[table]]
             if unlabeled:
                 raise ConfigError(f"clothing1m {k}_key_list.txt: {len(unlabeled)} keys have no label in "
-                                  f"{kind}_label_kv.txt (first: {unlabeled[0]})")  # fmt: skip
-            y = np.asarray([kv[kind][key] for key in ks], dtype=np.int64)
-            _check_range(y, 14, f"clothing1m {k}_key_list.txt")
-            true = (
-                np.asarray([kv["clean"].get(key, -1) for key in ks], dtype=np.int64) if kind == "noisy" else y
-            )
+                                  f"{table}_label_kv.txt (first: {unlabeled[0]})")  # fmt: skip
+            y = np.asarray([kv[table][key] for key in ks], dtype=np.int64)
+            check_range(y, 14, f"clothing1m {k}_key_list.txt")
+            true = np.asarray([kv["clean"].get(key, -1) for key in ks], dtype=np.int64) if noisy else y
             self._parts[k] = ImageSet(y, true, paths=[str(root / key) for key in ks])
-        _check_exist(root, [key for ks in keys.values() for key in ks], "clothing1m")
+        check_exist(root, [key for ks in keys.values() for key in ks], "clothing1m")
 
     @property
     def class_names(self) -> list[str]:
@@ -147,185 +144,3 @@ class Clothing1MSource(DataSource):
     def predefined_parts(self) -> dict[str, ImageSet]:
         p = self._parts
         return {"noisy": p["noisy_train"], "clean": p["clean_train"], "val": p["clean_val"]}
-
-
-@dataclass
-class FolderFiles:
-    """Your own images (`data.dataset: folder_csv`, `data.folder: {...}`): CSVs of `path,label` rows with paths
-    relative to `data.root` and an optional header row.
-
-    Args:
-        train_csv: the labels to learn from (noisy). Without `val_csv` a validation hold-out is split off it
-            (`data.val_per_class`).
-        val_csv: a validation list (its labels are trusted unless `data.val_labels: noisy`).
-        test_csv: a test list; without it the run reports no test accuracy.
-        clean_csv: trusted labels for some images (a clean set for EMLC / MLC; needs `val_csv`). Training images
-            also listed here get these labels as their true labels in the label report.
-        image_size: side in pixels the images are resized / cropped to (use the images' own size for small ones).
-        num_classes: number of classes (default: the largest label + 1).
-    """
-
-    train_csv: str = "train.csv"
-    val_csv: str | None = None
-    test_csv: str | None = None
-    clean_csv: str | None = None
-    image_size: int = 224
-    num_classes: int | None = None
-
-    def as_kwargs(self) -> dict:
-        return asdict(self)
-
-
-def _note_resize(path: str, image_size: int) -> None:
-    """Say so when images are resized by a factor of two or more (e.g. 32-px images to the default 224)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        width, height = im.size
-    if max(width, height) * 2 <= image_size or min(width, height) >= 2 * image_size:
-        warnings.warn(
-            f"folder_csv images are {width}x{height} px (first: {path}); data.folder.image_size = {image_size} "
-            "resizes them; set it to about their size for small images",
-            stacklevel=2,
-        )
-
-
-Table = tuple[list[str], Any, np.ndarray, Path]  # (paths, labels, line numbers, csv file)
-
-
-def _label_names(tables: list[Table], num_classes: int | None) -> list[str] | None:
-    """The sorted class names when every label of every CSV is a name (None when every label is an integer id);
-    labels mixing ids and names, or a `num_classes` other than the number of names, raise ConfigError."""
-    kinds = {True: None, False: None}  # is-id -> (csv, line, label) of its first label
-    for _, labels, lines, path in tables:
-        for label, line in zip(labels, lines):
-            kind = _is_int(label)
-            if kinds[kind] is None:
-                kinds[kind] = (path, line, label)
-    if kinds[False] is None:
-        return None
-    if kinds[True] is not None:
-        (p1, l1, v1), (p2, l2, v2) = kinds[True], kinds[False]
-        raise ConfigError(
-            f"{p2} line {l2}: label {v2!r} is a class name but {p1} line {l1} has the class id {v1}; "
-            "write every label as a class name or every label as an integer id"
-        )
-    names = sorted({v for _, labels, _, _ in tables for v in labels})
-    if num_classes is not None and num_classes != len(names):
-        raise ConfigError(
-            f"data.folder.num_classes = {num_classes}: the CSVs name {len(names)} classes "
-            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); leave num_classes unset with class names"
-        )
-    return names
-
-
-def _check_every_id_used(tables: list[Table], top: int) -> None:
-    """Integer labels define classes 0..top-1: one without any image is an error naming the largest label."""
-    seen = np.zeros(top, dtype=bool)
-    for _, y, _, _ in tables:
-        seen[y] = True
-    if seen.all():
-        return
-    missing = np.flatnonzero(~seen)
-    _, y, lines, path = next(t for t in tables if (t[1] == top - 1).any())
-    shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-    raise ConfigError(
-        f"{path} line {lines[np.argmax(y == top - 1)]}: label {top - 1} makes {top} classes (0..{top - 1}), but "
-        f"{len(missing)} of them have no image ({shown}); class ids must run 0..C-1 with every class present: "
-        "renumber the labels, write class names instead, or set data.folder.num_classes"
-    )
-
-
-@register_source("folder_csv")
-class FolderCSVSource(DataSource):
-    """A user's images with CSVs of ``path,label`` rows (paths relative to ``root``; optional header).
-
-    ``train_csv``: noisy labels. ``clean_csv`` / ``val_csv``: trusted sets; given a ``val_csv``,
-    ``predefined_parts`` returns {"noisy", "clean" (empty without clean_csv), "val"} (a clean_csv needs a
-    val_csv), otherwise the data module splits ``train()``. A training image also listed in clean_csv gets
-    that label as its true label (else -1). ``num_classes`` defaults to the largest label + 1. Out-of-range
-    labels and missing images raise ConfigError.
-    """
-
-    family = "generic"
-
-    def __init__(
-        self,
-        root,
-        download: bool = False,
-        train_csv: str = "train.csv",
-        clean_csv: str | None = None,
-        val_csv: str | None = None,
-        test_csv: str | None = None,
-        num_classes: int | None = None,
-        image_size: int = 224,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
-    ) -> None:
-        if download:
-            raise ConfigError("download = true: folder_csv reads local files only; set download: false")
-        self.root = root = _root_dir(root, "folder_csv", "the images and CSV files")
-        if clean_csv and not val_csv:
-            raise ConfigError(
-                f"val_csv = None: a clean_csv ({clean_csv}) needs a val_csv too (given parts are "
-                "noisy/clean/val, as for Clothing1M); or drop clean_csv and let the data module split"
-            )
-        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
-        self.train_csv = train_csv
-        tables = {}
-        for part, name in {"train": train_csv, "clean": clean_csv, "val": val_csv, "test": test_csv}.items():
-            if name is None:
-                continue
-            path = root / name if (root / name).is_file() else Path(name)  # under root, else as given
-            if not path.is_file():
-                raise ConfigError(f"{part}_csv = {name}: file not found under {root} nor at {name}")
-            tables[part] = (*_read_rows(path, ",", root), path)
-        if not len(tables["train"][1]):
-            raise ConfigError(f"train_csv = {train_csv}: no 'path,label' rows in it")
-        self.label_names = _label_names(list(tables.values()), num_classes)
-        if self.label_names is not None:
-            ids = {name: i for i, name in enumerate(self.label_names)}
-            tables = {
-                k: (r, np.asarray([ids[v] for v in y], dtype=np.int64), n, p)
-                for k, (r, y, n, p) in tables.items()
-            }
-        else:
-            tables = {
-                k: (r, np.asarray([int(v) for v in y], dtype=np.int64), n, p)
-                for k, (r, y, n, p) in tables.items()
-            }
-        top = max(int(t[1].max(initial=-1)) for t in tables.values()) + 1
-        self.num_classes = int(num_classes) if num_classes is not None else top
-        for rels, y, lines, path in tables.values():
-            _check_range(y, self.num_classes, f"{path} (num_classes = {self.num_classes})", lines)
-            _check_exist(root, rels, str(path))
-        if num_classes is None and self.label_names is None:
-            _check_every_id_used(list(tables.values()), top)
-        _note_resize(str(root / tables["train"][0][0]), image_size)
-        clean_of = dict(zip(*tables["clean"][:2])) if "clean" in tables else {}
-        self._parts = {}
-        for part, (rels, y, _, _) in tables.items():
-            true = [clean_of.get(r, -1) for r in rels] if part == "train" else y.copy()
-            self._parts[part] = ImageSet(y, true, paths=[str(root / r) for r in rels])
-
-    @property
-    def class_names(self) -> list[str]:
-        """The class names of the CSVs (sorted; id = position), or "0" .. "C-1" for integer labels."""
-        return list(self.label_names) if self.label_names is not None else super().class_names
-
-    def train(self) -> ImageSet:
-        return self._parts["train"]
-
-    def test(self) -> ImageSet:
-        """The test list, or an empty set without `test_csv` (the run then reports no test accuracy)."""
-        return self._parts.get("test", ImageSet(np.zeros(0), np.zeros(0), paths=[]))
-
-    def predefined_parts(self) -> dict[str, ImageSet] | None:
-        if "val" not in self._parts:
-            return None
-        empty = ImageSet(np.zeros(0), np.zeros(0), paths=[])
-        return {
-            "noisy": self._parts["train"],
-            "clean": self._parts.get("clean", empty),
-            "val": self._parts["val"],
-        }

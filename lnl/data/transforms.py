@@ -31,7 +31,10 @@ class Transforms:
     eval: Callable[[Image.Image], torch.Tensor]
 
     def get(self, view: str) -> Callable[[Image.Image], torch.Tensor]:
-        """Pipeline by name: "weak", "strong", "autoaugment" (= clean_autoaugment) or "eval"."""
+        """Pipeline by view name: "weak", "strong", "autoaugment" (= clean_autoaugment) or "eval".
+
+        The loaders look every view up by the name a method's `train_views` / `clean_augment` gives it
+        ("autoaugment" names the `clean_autoaugment` field)."""
         names = {
             "weak": self.weak,
             "strong": self.strong,

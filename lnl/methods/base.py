@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -13,6 +12,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchmetrics.classification import MulticlassAccuracy
 
+from lnl.data.batch import Batch, Stream, as_batch
+from lnl.data.seed import run_seed
 from lnl.errors import ConfigError
 from lnl.methods.guards import FiniteChecks, check_manual_trainer_settings
 from lnl.methods.guards import NonFiniteError as NonFiniteError  # re-exported: the CLI catches it
@@ -29,16 +30,10 @@ def data_train_size(module: Any) -> int:
     return int(getattr(getattr(trainer, "datamodule", None), "train_size", 0) or 0) if trainer else 0
 
 
-def has_true_labels(stream: dict[str, Any]) -> bool:
-    """Whether a train stream's batch carries any true label (for diagnostics only).
-
-    Our data module sets the host-side flag `has_true` before the batch moves to the device, so this costs no
-    device sync; a hand-built batch without the flag is checked directly.
-    """
-    flag = stream.get("has_true")
-    if flag is None and "y_true" in stream:
-        flag = bool((stream["y_true"] >= 0).any())
-    return bool(flag)
+def has_true_labels(stream: Stream) -> bool:
+    """Whether a train stream's batch carries any true label (for diagnostics only): the host-side flag the
+    collate sets before the batch moves to the device, so this costs no device sync."""
+    return stream.has_true and stream.y_true is not None
 
 
 def _key(name: str) -> str:
@@ -51,7 +46,9 @@ class LNLModule(FiniteChecks, LightningModule):
     A method sets the class attributes that tell the data module what it needs: `needs_clean` (a clean stream),
     `train_views` (("weak",) or ("weak", "strong")), `clean_augment` ("weak" or "autoaugment"), and lists the
     networks to evaluate in `eval_nets` (validation logs `val/acc` for the student, `val/acc_<name>` for others).
-    Bi-level methods set `self.automatic_optimization = False` and use the manual-step helpers below.
+    A method's step is `train_step(batch, batch_idx)` on typed streams (`lnl.data.batch.Batch`); `training_step`
+    converts and checks the batch first. Bi-level methods set `self.automatic_optimization = False` and use the
+    manual-step helpers below.
     """
 
     needs_clean: ClassVar[bool] = False
@@ -212,15 +209,24 @@ class LNLModule(FiniteChecks, LightningModule):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def finite_batch(self, batch: dict[str, Any]) -> bool:
+    def finite_batch(self, batch: Batch) -> bool:
         """`check_finite` on the training batch's images (every stream, every view), before any forward pass."""
-        images = [
-            view.detach().float().sum()
-            for stream in batch.values()
-            if isinstance(stream, dict) and "x" in stream
-            for view in (stream["x"].values() if isinstance(stream["x"], dict) else [stream["x"]])
-        ]
+        images = [view.detach().float().sum() for stream in batch.streams().values()
+                  for view in stream.views if view is not None]  # fmt: skip
         return self.check_finite("input batch", torch.stack(images)) if images else True
+
+    def training_step(self, batch: Batch | dict[str, Any], batch_idx: int) -> Tensor | None:
+        """The batch as typed streams (`lnl.data.batch`; another data module's dict batch is converted once),
+        its images checked finite, then the method's `train_step` (nothing with on_nonfinite: skip, before any
+        forward pass updates BN statistics)."""
+        batch = as_batch(batch)
+        if not self.finite_batch(batch):
+            return None
+        return self.train_step(batch, batch_idx)
+
+    def train_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        """One training step of the method on typed streams (a loss under automatic optimization, else None)."""
+        raise NotImplementedError
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_deferred_nonfinite()  # never write a checkpoint past an unreported non-finite step
@@ -231,7 +237,7 @@ class LNLModule(FiniteChecks, LightningModule):
 
     def step_generator(self, device: torch.device | str) -> torch.Generator:
         """A generator seeded from (run seed, global step, rank): resume- and worker-count-independent sampling."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = run_seed()
         rank = self.global_rank if self._trainer is not None else 0
         generator = torch.Generator(device=device)
         generator.manual_seed((seed * 1_000_003 + self.global_step * 7919 + rank * 104_729) % (2**63 - 1))

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
+from lnl.data.batch import Batch
 from lnl.losses import accuracy, smoothed_cross_entropy
 from lnl.methods.base import LNLModule, has_true_labels
 from lnl.report.dynamics import TrainingConfidence
@@ -32,20 +33,18 @@ class CE(LNLModule):
             int(size or 0)
         )  # without a data module (bench) the record grows on demand
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
-        if not self.finite_batch(batch):
-            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
-        noisy = batch["noisy"]
-        logits = self.student(noisy["x"])
-        loss = smoothed_cross_entropy(logits, noisy["y"], self.label_smoothing)
+    def train_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        noisy = batch.noisy
+        logits = self.student(noisy.x)
+        loss = smoothed_cross_entropy(logits, noisy.y, self.label_smoothing)
         if not self.check_finite("CE loss", loss):
             return None  # on_nonfinite: skip (automatic optimization steps nothing for a None loss)
-        if "index" in noisy:
-            self.confidence.update(noisy["index"], logits, noisy["y"])
+        if noisy.index is not None:
+            self.confidence.update(noisy.index, logits, noisy.y)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc_noisy", accuracy(logits.detach(), noisy["y"]))
+        self.log("train/acc_noisy", accuracy(logits.detach(), noisy.y))
         if has_true_labels(noisy):
-            self.log("train/acc_true", accuracy(logits.detach(), noisy["y_true"]))
+            self.log("train/acc_true", accuracy(logits.detach(), noisy.y_true))
         return loss
 
     def label_evidence(self, x: Tensor, y: Tensor, index: Tensor) -> LabelEvidence:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lnl.data.batch import Batch
 from lnl.errors import ConfigError
 from lnl.hypergrad import create_feedback, lookahead_feedback
 from lnl.hypergrad.distributed import all_reduce_mean_dict, world_size
@@ -99,11 +100,9 @@ class DML(TeacherStudent):
             data_train_size(self)
         )  # without a data module (bench) the bank grows on demand
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if not self.finite_batch(batch):
-            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
-        hp, nb = self.hparams, batch["noisy"]
-        xw, xs, y, index = nb["x"]["weak"], nb["x"]["strong"], nb["y"], nb["index"]
+    def train_step(self, batch: Batch, batch_idx: int) -> None:
+        hp, nb = self.hparams, batch.noisy
+        xw, xs, y, index = nb.views.weak, nb.views.strong, nb.y, nb.index
         s_opt, t_opt = self.optimizers()
         n, ws, lam, reduce = y.shape[0], world_size(), hp.lam, self.all_reduce_mean
         t_w, t_s = self.teacher(torch.cat([xw, xs])).split(n)

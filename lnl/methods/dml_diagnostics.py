@@ -58,7 +58,7 @@ class SelectionDiagnostics:
                 "R_mean": r.mean(), "R_min": r.min(), "R_max": r.max(),
                 "uda_mask": uda_rate}  # fmt: skip
         if has_true_labels(nb):
-            y, y_true = nb["y"], nb["y_true"]
+            y, y_true = nb.y, nb.y_true
             c = selection_counts(mask, y, y_true)
             self.sel = c if self.sel is None else self.sel + c
             known = (y_true >= 0).float()
@@ -69,11 +69,11 @@ class SelectionDiagnostics:
             bank = module.selector.evidence
             if self.clean_flag is None or self.clean_flag.numel() != bank.numel():
                 self.clean_flag = torch.full_like(bank, -1.0)
-            self.clean_flag[nb["index"]] = torch.where(y_true >= 0, (y == y_true).float(), -1.0)
+            self.clean_flag[nb.index] = torch.where(y_true >= 0, (y == y_true).float(), -1.0)
             c = module.all_reduce_mean(c)
             logs |= {"sel_precision": c[1] / c[0].clamp_min(1e-9), "sel_recall": c[1] / c[2].clamp_min(1e-9)}
         logs = {f"train/{k}": v.detach().float() for k, v in logs.items()}
-        n = nb["y"].shape[0]
+        n = nb.y.shape[0]
         module.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
         module.log("train/h_epoch", h.float(), on_step=False, on_epoch=True, batch_size=n)
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from lnl.data.batch import Batch
 from lnl.errors import ConfigError
 from lnl.hypergrad import SOFT_TARGETS, StudentStep, create_hypergrad, frozen_buffers
 from lnl.hypergrad.estimators import add_grads
@@ -91,12 +92,10 @@ class EMLC(TeacherStudent):
         loss, logs = self.teacher.supervised_loss(x, y, self.hparams.corruption, g)
         return list(torch.autograd.grad(loss, list(self.teacher.parameters()), allow_unused=True)), logs
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if not self.finite_batch(batch):
-            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
-        hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
+    def train_step(self, batch: Batch, batch_idx: int) -> None:
+        hp, nb, cb = self.hparams, batch.noisy, batch.clean
         s_opt, t_opt = self.optimizers()
-        x, y, xc, yc = nb["x"], nb["y"], cb["x"], cb["y"]
+        x, y, xc, yc = nb.x, nb.y, cb.x, cb.y
         n_batches = self.trainer.num_training_batches
         closes = len(self._pending) + 1 >= hp.k or (n_batches != float("inf") and batch_idx + 1 >= n_batches)
         split = self.mix_gold(x, (xc, yc))

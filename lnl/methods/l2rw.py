@@ -5,10 +5,9 @@ of the clean loss w.r.t. a zero weight on it. The maths lives in `lnl.hypergrad.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from lnl.data.batch import Batch
 from lnl.hypergrad.weights import l2rw_weights
 from lnl.methods.weighting import SampleWeighting
 
@@ -29,19 +28,17 @@ class L2RW(SampleWeighting):
     divided by the mean over ranks of each rank's sum, so the averaged step is the global batch's.
     """
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if not self.finite_batch(batch):
-            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
-        hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
+    def train_step(self, batch: Batch, batch_idx: int) -> None:
+        hp, nb, cb = self.hparams, batch.noisy, batch.clean
         opt = self.optimizers()
-        x, y = nb["x"], nb["y"]
+        x, y = nb.x, nb.y
         losses = self.noisy_losses(x, y)
         if losses is None:
             return
         eps = torch.zeros_like(losses, requires_grad=True)  # ε = 0: Σ ε_i ℓ_i has zero gradient in θ
         meta = self.hypergrad.meta_gradient(
             self.student, self.lookahead(opt, hp.virtual_step), losses, eps / y.shape[0], [eps], (x, y),
-            (cb["x"], cb["y"]), zero_inner=True,
+            (cb.x, cb.y), zero_inner=True,
         )  # fmt: skip
         eps_grad = meta.grads[0]
         w = l2rw_weights(eps_grad, self.all_reduce_mean(torch.clamp(-eps_grad.detach(), min=0).sum()))

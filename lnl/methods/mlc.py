@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from lnl.data.batch import Batch
 from lnl.errors import ConfigError
 from lnl.hypergrad import SOFT_TARGETS, StudentStep, create_hypergrad
 from lnl.methods.base import has_true_labels
@@ -64,13 +65,11 @@ class MLC(BilevelModule):
     def meta_module(self) -> nn.Module:
         return self.meta_net
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if not self.finite_batch(batch):
-            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
-        nb, cb = batch["noisy"], batch["clean"]
+    def train_step(self, batch: Batch, batch_idx: int) -> None:
+        nb, cb = batch.noisy, batch.clean
         s_opt, m_opt = self.optimizers()
-        y = nb["y"]
-        split = self.mix_gold(nb["x"], (cb["x"], cb["y"]))
+        y = nb.y
+        split = self.mix_gold(nb.x, (cb.x, cb.y))
         feats, logits = features_and_logits(self.student, split.x_student)
         q = self.meta_net(feats[: y.shape[0]], y)
         targets = q if split.gold is None else torch.cat([q, split.gold.to(q.dtype)])
@@ -93,7 +92,7 @@ class MLC(BilevelModule):
         self.apply_grads(m_opt, m_params, meta.grads, "meta-net meta-gradient")
         logs = {"train/loss_student": step.loss, "train/meta_loss": self.all_reduce_mean(meta.clean_loss)}
         if has_true_labels(nb):
-            y_true = nb["y_true"]
+            y_true = nb.y_true
             self.log_masked_mean("train/label_recovery", q.detach().argmax(1) == y_true, y_true >= 0)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=y.shape[0])
 

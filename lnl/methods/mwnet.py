@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from lnl.data.batch import Batch
 from lnl.errors import ConfigError
 from lnl.hypergrad.weights import weight_coefficients
 from lnl.methods.weighting import SampleWeighting
@@ -56,24 +57,16 @@ class MWNet(SampleWeighting):
     def meta_module(self) -> nn.Module:
         return self.vnet
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if not self.finite_batch(batch):
-            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
-        hp, nb, cb = self.hparams, batch["noisy"], batch["clean"]
+    def train_step(self, batch: Batch, batch_idx: int) -> None:
+        hp, nb, cb = self.hparams, batch.noisy, batch.clean
         s_opt, v_opt = self.optimizers()
-        x, y, v_params = nb["x"], nb["y"], list(self.vnet.parameters())
+        x, y, v_params = nb.x, nb.y, list(self.vnet.parameters())
         losses = self.noisy_losses(x, y)
         if losses is None:
             return
         c = weight_coefficients(self.vnet(losses), hp.normalize)
         meta = self.hypergrad.meta_gradient(
-            self.student,
-            self.lookahead(s_opt, hp.virtual_step),
-            losses,
-            c,
-            v_params,
-            (x, y),
-            (cb["x"], cb["y"]),
+            self.student, self.lookahead(s_opt, hp.virtual_step), losses, c, v_params, (x, y), (cb.x, cb.y)
         )
         self.apply_grads(v_opt, v_params, meta.grads, "weight-net meta-gradient")
         with torch.no_grad():

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lnl.data.batch import Batch
 from lnl.errors import ConfigError
 from lnl.losses import accuracy, nt_xent
 from lnl.methods.base import LNLModule
@@ -48,11 +49,9 @@ class SimCLR(LNLModule):
     def student_parameters(self) -> list[nn.Parameter]:
         return [*self.student.parameters(), *self.projector.parameters()]
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
-        if not self.finite_batch(batch):
-            return None  # on_nonfinite: skip, before any forward pass updates BN statistics
-        noisy = batch["noisy"]
-        x1, x2, y = noisy["x"]["strong"], noisy["x"]["strong2"], noisy["y"]
+    def train_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        noisy = batch.noisy
+        x1, x2, y = noisy.views.strong, noisy.views.strong2, noisy.y
         n = y.shape[0]
         h = self.student.forward_head(self.student.forward_features(torch.cat([x1, x2])), pre_logits=True)
         z = self.projector(h)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lnl.data.batch import Stream
 from lnl.errors import ConfigError
 from lnl.hypergrad import WEIGHTS, create_hypergrad
 from lnl.hypergrad.weights import weighted_loss
@@ -70,9 +71,9 @@ class SampleWeighting(BilevelModule):
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=losses.shape[0])
         return loss
 
-    def log_weights(self, w: Tensor, nb: dict[str, Any]) -> None:
+    def log_weights(self, w: Tensor, nb: Stream) -> None:
         """Per-epoch mean weight of the samples whose given label is right / wrong (needs y_true)."""
         if has_true_labels(nb):
-            known, right = nb["y_true"] >= 0, nb["y"] == nb["y_true"]
+            known, right = nb.y_true >= 0, nb.y == nb.y_true
             self.log_masked_mean("train/weight_right_label", w, known & right)
             self.log_masked_mean("train/weight_wrong_label", w, known & ~right)

@@ -53,14 +53,13 @@ def test_two_view_noisy_batches_and_a_paired_clean_stream() -> None:
     assert len(batches) == len(dm.noisy_index) // 32
     batch = batches[0][0] if isinstance(batches[0], tuple) else batches[0]
     noisy, clean = batch["noisy"], batch["clean"]
-    assert set(noisy) == {"x", "y", "y_true", "index"} and set(noisy["x"]) == {"weak", "strong"}
-    assert noisy["x"]["weak"].shape == (32, 1, 8, 8) and not torch.equal(
-        noisy["x"]["weak"], noisy["x"]["strong"]
-    )
-    assert set(clean) == {"x", "y", "index"} and clean["x"].shape == (32, 1, 8, 8)
-    assert set(clean["index"].tolist()) <= set(dm.clean_index.tolist())
-    assert set(noisy["index"].tolist()) <= set(dm.noisy_index.tolist())
-    torch.testing.assert_close(noisy["y"], torch.as_tensor(dm.given_labels[noisy["index"].numpy()]))
+    assert noisy.y_true is not None and {k for k, v in noisy.views._asdict().items() if v is not None} == {
+        "weak", "strong"}  # fmt: skip
+    assert noisy.views.weak.shape == (32, 1, 8, 8) and not torch.equal(noisy.views.weak, noisy.views.strong)
+    assert clean.y_true is None and clean.x.shape == (32, 1, 8, 8)
+    assert set(clean.index.tolist()) <= set(dm.clean_index.tolist())
+    assert set(noisy.index.tolist()) <= set(dm.noisy_index.tolist())
+    torch.testing.assert_close(noisy.y, torch.as_tensor(dm.given_labels[noisy.index.numpy()]))
 
 
 def test_only_the_training_streams_keep_their_workers_across_epochs() -> None:
@@ -78,11 +77,12 @@ def test_a_repeated_view_gets_its_own_key_and_its_own_draw() -> None:
     dm.requirements = DataRequirements(train_views=("strong", "strong"))
     dm.setup("fit")
     batch = {"noisy": next(iter(dm.train_dataloader()["noisy"]))}
-    x = batch["noisy"]["x"]
-    assert set(x) == {"strong", "strong2"} and not torch.equal(x["strong"], x["strong2"])
-    assert set(batch["noisy"]["index"].tolist()) & set(dm.clean_index.tolist())  # train_on: both
+    x = batch["noisy"].views
+    assert {k for k, v in x._asdict().items() if v is not None} == {"strong", "strong2"}
+    assert not torch.equal(x.strong, x.strong2)
+    assert set(batch["noisy"].index.tolist()) & set(dm.clean_index.tolist())  # train_on: both
     flagged = dm.on_before_batch_transfer(batch, 0)
-    assert flagged["noisy"]["has_true"] is True
+    assert flagged.noisy.has_true is True
 
 
 def test_sampler_shards_are_a_partition_of_the_single_process_order() -> None:
@@ -219,7 +219,7 @@ def test_clothing1m_uses_its_predefined_parts(tmp_path: Path) -> None:
     loader = dm.train_dataloader()
     batch = next(iter(loader))
     batch = batch[0] if isinstance(batch, tuple) else batch
-    assert batch["noisy"]["x"].shape == (7, 3, 32, 32)
+    assert batch["noisy"].x.shape == (7, 3, 32, 32)
     assert len(loader) == 2  # 14 class-balanced samples per epoch, batch 7
 
 
@@ -240,7 +240,7 @@ def test_train_on_clean_trains_on_the_clean_set_alone() -> None:
     dm.setup("fit")
     seen, labels = [], []
     for batch in dm.train_dataloader()["noisy"]:
-        seen += batch["index"].tolist()
-        labels.append(batch["y"] == batch["y_true"])
+        seen += batch.index.tolist()
+        labels.append(batch.y == batch.y_true)
     assert sorted(seen) == sorted(dm.clean_index.tolist()) and len(seen) == 100
     assert torch.cat(labels).all()

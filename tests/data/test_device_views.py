@@ -17,6 +17,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.autoaugment import _apply_op
 
+from lnl.data.batch import Batch, Stream, Views
 from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
 from lnl.data.device_views import (
     DeviceViews,
@@ -165,17 +166,12 @@ def _views(seed: int, index: np.ndarray, chunks: int) -> torch.Tensor:
     dv = DeviceViews(a, "cifar", 32, *CIFAR_STATS, streams)
     out = []
     for part in np.array_split(index, chunks):
-        batch = {
-            "noisy": {
-                "index": torch.as_tensor(part),
-                "epoch": torch.full((len(part),), 2),
-                "y": torch.zeros(1),
-            }
-        }
-        dv.plan(batch)
-        dv.apply(batch)
-        assert set(batch["noisy"]) == {"index", "x", "y"}  # the loader path's contract: no draws left over
-        out.append(torch.cat([batch["noisy"]["x"]["weak"], batch["noisy"]["x"]["strong"]], 1))
+        noisy = Stream(Views(), torch.zeros(1), torch.as_tensor(part), epoch=torch.full((len(part),), 2))
+        batch = dv.apply(dv.plan(Batch(noisy)))
+        assert (
+            batch.noisy.epoch is None and batch.noisy.plans is None
+        )  # the loader path's contract: no draws left over
+        out.append(torch.cat([batch.noisy.views.weak, batch.noisy.views.strong], 1))
     return torch.cat(out)
 
 
@@ -213,7 +209,7 @@ def test_a_dml_fit_through_device_views_on_generated_cifar_pickles(tmp_path: Pat
 
     class Spy(DML):
         def training_step(self, batch, batch_idx):
-            seen.append(batch["noisy"]["x"]["strong"].detach().clone())
+            seen.append(batch.noisy.views.strong.detach().clone())
             return super().training_step(batch, batch_idx)
 
     model = Spy(num_classes=10, backbone="tiny_cnn")

@@ -21,9 +21,9 @@ class NanAtBatch(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if trainer.fit_loop.epoch_loop.total_batch_idx == self.batch:
-            x = batch["noisy"]["x"]
-            for view in x.values() if isinstance(x, dict) else [x]:
-                view.fill_(float("nan"))
+            for view in batch.noisy.views:
+                if view is not None:
+                    view.fill_(float("nan"))
 
 
 class NanLossAtBatch(NanAtBatch):

@@ -1,10 +1,9 @@
 """Synthetic training batches for ANY method and a small Trainer runner (no tests here).
 
 `SynthData` serves the batch a method asks for through its class attributes, as `NoisyLabelDataModule` does:
-``{"noisy": {"x", "y", "y_true", "index"}}``, plus a ``"clean": {"x", "y", "index"}`` stream when the method
-`needs_clean`; ``noisy["x"]`` is one tensor for one train view, else a dict of views whose repeated names are
-numbered like the data module's (``("weak", "strong")`` -> weak, strong; ``("strong", "strong")`` -> strong,
-strong2). Every (epoch, batch) is new and seeded, so two runs (and a resumed run) see the same data; with R DDP
+a `lnl.data.batch.Batch` whose noisy stream has the method's views (repeated names numbered: ``("strong",
+"strong")`` -> strong, strong2), labels, true labels and indices, plus a clean stream when the method
+`needs_clean`. Every (epoch, batch) is new and seeded, so two runs (and a resumed run) see the same data; with R DDP
 ranks each rank gets its contiguous block of the global batch (one process with batch b = R ranks with b / R).
 """
 
@@ -16,17 +15,15 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning_utilities.core.apply_func import apply_to_collection
+
+from lnl.data.batch import Batch, DataRequirements, synthetic_batch
 
 C = 4
 
 
 def sgd(lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4) -> Any:
     return functools.partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def view_keys(views: tuple[str, ...]) -> list[str]:
-    """The batch keys of a method's `train_views` (a repeated view gets a number, as in the data module)."""
-    return [v if views[:i].count(v) == 0 else f"{v}{views[:i].count(v) + 1}" for i, v in enumerate(views)]
 
 
 def make_batch(
@@ -37,45 +34,21 @@ def make_batch(
     views: tuple[str, ...] = ("weak",),
     clean: bool = True,
     position: int = 0,
-) -> dict[str, Any]:
-    """One global batch (b noisy with 40% flipped labels, bc clean); images carry a class-dependent mean.
-
-    The first view is the image itself, every further view adds fresh noise to it (drawn last, so that the
-    one-view batch does not depend on `views`). `position` (the batch's place in its epoch) offsets `index`.
-    """
-    g = torch.Generator().manual_seed(seed)
-    y_true = torch.randint(0, C, (b,), generator=g)
-    flip = torch.rand(b, generator=g) < 0.4
-    y = torch.where(flip, torch.randint(0, C, (b,), generator=g), y_true)
-    yc = torch.randint(0, C, (bc,), generator=g)
-
-    def images(labels: torch.Tensor) -> torch.Tensor:
-        return (
-            torch.randn(len(labels), 3, size, size, generator=g) + labels.float()[:, None, None, None] * 0.5
-        )
-
-    x, xc = images(y_true), images(yc)
-    keys = view_keys(tuple(views))
-    if len(keys) > 1:
-        x = {keys[0]: x, **{k: x + 0.3 * torch.randn(x.shape, generator=g) for k in keys[1:]}}
-    batch: dict[str, Any] = {
-        "noisy": {"x": x, "y": y, "y_true": y_true, "index": position * b + torch.arange(b)}
-    }
-    if clean:
-        batch["clean"] = {"x": xc, "y": yc, "index": position * bc + torch.arange(bc)}
-    return batch
+) -> Batch:
+    """One global batch (b noisy with 40% flipped labels, bc clean) of `lnl.data.batch.synthetic_batch`."""
+    requirements = DataRequirements(needs_clean=clean, train_views=tuple(views))
+    return synthetic_batch(requirements, batch_size=b, clean_batch_size=bc, image_size=size, num_classes=C,
+                           seed=seed, position=position)  # fmt: skip
 
 
-def _slice(batch: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+def _slice(batch: Batch, rank: int, world: int) -> Batch:
     """Contiguous block `rank` of every tensor (so odd positions stay odd: corruption picks the same samples)."""
-    out: dict[str, Any] = {}
-    for k, v in batch.items():
-        if isinstance(v, dict):
-            out[k] = _slice(v, rank, world)
-        else:
-            n = v.shape[0] // world
-            out[k] = v[rank * n : (rank + 1) * n]
-    return out
+
+    def block(v: torch.Tensor) -> torch.Tensor:
+        n = v.shape[0] // world
+        return v[rank * n : (rank + 1) * n]
+
+    return apply_to_collection(batch, torch.Tensor, block)
 
 
 class _Epoch:
@@ -85,7 +58,7 @@ class _Epoch:
     def __len__(self) -> int:
         return self.dm.n_batches
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         dm, trainer = self.dm, self.dm.trainer
         epoch, rank, world = trainer.current_epoch, trainer.global_rank, trainer.world_size
         method = type(trainer.lightning_module)
@@ -94,7 +67,7 @@ class _Epoch:
             batch = make_batch(1000 * epoch + i, dm.b, dm.bc, dm.size, views, clean, position=i)
             if dm.shuffle_true_labels:  # a fixed permutation per batch; the training labels untouched
                 perm = torch.randperm(dm.b, generator=torch.Generator().manual_seed(i))
-                batch["noisy"]["y_true"] = batch["noisy"]["y_true"][perm]
+                batch = batch._replace(noisy=batch.noisy._replace(y_true=batch.noisy.y_true[perm]))
             yield _slice(batch, rank, world) if world > 1 else batch
 
 

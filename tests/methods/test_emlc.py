@@ -60,7 +60,7 @@ def test_one_step_is_the_official_meta_step_written_out(hypergrad) -> None:
     ref = make().double().train()
     start = {n: p.detach().clone() for n, p in ref.named_parameters()}
     b = make_batch(0, 8, 8)
-    x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+    x, y, xc, yc = b.noisy.x.double(), b.noisy.y, b.clean.x.double(), b.clean.y
     teacher = ref.teacher
     t_params = list(teacher.parameters())
     supervised = F.cross_entropy(features_and_logits(teacher.backbone, xc)[1], yc)
@@ -99,7 +99,7 @@ def test_k_step_meta_gradient_is_eq_8_written_out(reduction) -> None:
     hessian_terms, sup = [], None
     for j in range(k):
         b = make_batch(j, 8, 8)
-        x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+        x, y, xc, yc = b.noisy.x.double(), b.noisy.y, b.clean.x.double(), b.clean.y
         if j == k - 1:  # the closing step: the teacher's CE on its clean batch, then the meta-gradient
             sup = F.cross_entropy(features_and_logits(teacher.backbone, xc)[1], yc)
         h, t_logits = features_and_logits(teacher.backbone, x)
@@ -152,8 +152,8 @@ def test_label_recovery_and_gate_diagnostics_are_epoch_means() -> None:
         return model
 
     model = fit(pinned, data=SynthData(3))
-    batches = [make_batch(i, 8, 8)["noisy"] for i in range(3)]
-    right = torch.cat([b["y"] == b["y_true"] for b in batches]).float().mean()
+    batches = [make_batch(i, 8, 8).noisy for i in range(3)]
+    right = torch.cat([b.y == b.y_true for b in batches]).float().mean()
     logged = model.trainer.callback_metrics
     torch.testing.assert_close(logged["train/label_recovery"], right)
     assert logged["train/wrong_label_recovery"] == 0.0
@@ -187,11 +187,11 @@ def test_kstep_method_pairs_each_batch_with_its_own_targets(monkeypatch) -> None
     seed_everything(0, verbose=False)
     teacher0 = make().teacher.train()  # the teacher during the cycle (it is updated only at its end)
     for j in range(3):
-        nb = make_batch(j, 8, 8)["noisy"]
-        assert torch.equal(seen["xs"][j], nb["x"])
+        nb = make_batch(j, 8, 8).noisy
+        assert torch.equal(seen["xs"][j], nb.x)
         with torch.no_grad():
-            h, logits = teacher0.features_and_logits(nb["x"])
-            torch.testing.assert_close(seen["qs"][j], teacher0.correct(h, logits, nb["y"])[0])
+            h, logits = teacher0.features_and_logits(nb.x)
+            torch.testing.assert_close(seen["qs"][j], teacher0.correct(h, logits, nb.y)[0])
     assert not torch.equal(seen["snaps"][0]["fc.weight"], seen["snaps"][2]["fc.weight"])
     assert set(seen["snaps"][0]) == set(dict(model.student.named_parameters()))
     assert seen["lrs"][0].eta["fc.weight"] == pytest.approx(0.1)  # η read from the student's optimizer

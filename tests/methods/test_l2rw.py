@@ -46,7 +46,7 @@ def test_one_step_is_algorithm_1() -> None:
     seed_everything(0, verbose=False)
     ref = make().double().train()
     b = make_batch(0, 8, 8)
-    x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+    x, y, xc, yc = b.noisy.x.double(), b.noisy.y, b.clean.x.double(), b.clean.y
     live = dict(ref.student.named_parameters())
     losses = F.cross_entropy(ref.student(x), y, reduction="none")
     eps = torch.zeros(8, dtype=torch.float64, requires_grad=True)

@@ -53,7 +53,7 @@ def test_one_step_is_the_official_meta_step_written_out(hypergrad) -> None:
     ref = make().double().train()
     start = {n: p.detach().clone() for n, p in ref.meta_net.named_parameters()}
     b = make_batch(0, 8, 8)
-    x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+    x, y, xc, yc = b.noisy.x.double(), b.noisy.y, b.clean.x.double(), b.clean.y
     live, meta_params = dict(ref.student.named_parameters()), list(ref.meta_net.parameters())
     h, logits = features_and_logits(ref.student, x)
     q = F.softmax(ref.meta_net.net(torch.cat([h.detach(), ref.meta_net.embedding(y)], dim=1)), dim=1)

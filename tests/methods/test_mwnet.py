@@ -46,7 +46,7 @@ def test_one_step_is_virtual_step_then_weight_net_step_then_real_step_with_the_u
     seed_everything(0, verbose=False)
     ref = make().double().train()
     b = make_batch(0, 8, 8)
-    x, y, xc, yc = b["noisy"]["x"].double(), b["noisy"]["y"], b["clean"]["x"].double(), b["clean"]["y"]
+    x, y, xc, yc = b.noisy.x.double(), b.noisy.y, b.clean.x.double(), b.clean.y
     live = dict(ref.student.named_parameters())
     losses = F.cross_entropy(ref.student(x), y, reduction="none")
     grads = torch.autograd.grad((ref.vnet(losses) * losses).mean(), list(live.values()), create_graph=True)

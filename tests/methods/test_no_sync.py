@@ -54,9 +54,6 @@ class SyncsPerStep(Callback):
         self.steps: list[Counter[str]] = []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
-        for stream in batch.values():
-            if "y_true" in stream:
-                stream["has_true"] = True
         self.mode = _Count() if trainer.current_epoch >= 1 and batch_idx >= 1 else None
         if self.mode is not None:
             self.mode.__enter__()

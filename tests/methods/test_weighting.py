@@ -49,7 +49,7 @@ def test_weight_diagnostics_split_the_weights_by_true_label(name: str, monkeypat
     real = SampleWeighting.log_weights
 
     def spy(self, w, nb):  # noqa: ANN001, ANN202
-        seen.append((w.detach().clone(), (nb["y"] == nb["y_true"]).clone()))
+        seen.append((w.detach().clone(), (nb.y == nb.y_true).clone()))
         return real(self, w, nb)
 
     monkeypatch.setattr(SampleWeighting, "log_weights", spy)
