@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -79,7 +80,16 @@ class CrossFitEnsemble(nn.Module):
                               label_smoothing=label_smoothing).view(k, b)  # fmt: skip
         keep = self.fold(index)[None, :] != torch.arange(k, device=index.device)[:, None]
         per = torch.where(keep, per, torch.zeros_like(per))  # fold-k labels: no term, no gradient
-        return (per.sum(1) / keep.sum(1).clamp_min(1)).sum()
+        return (per.sum(1) / _mean_count_over_ranks(keep.sum(1).to(per.dtype)).clamp_min(1)).sum()
+
+
+def _mean_count_over_ranks(count: Tensor) -> Tensor:
+    """Each network's kept-sample count averaged over DDP ranks (the count itself in one process): DDP averages
+    the ranks' gradients, so Σ_rank (local sum / mean count) / world is the global batch's masked mean."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(count)  # a collective, no read-back to the host
+        count = count / dist.get_world_size()
+    return count
 
 
 def mean_softmax_logits(members: Tensor) -> Tensor:
