@@ -9,7 +9,8 @@ runs the `lnl` executable (`--lnl`) and reads the run directories:
 
 For each noise setting (40 %/60 % symmetric, 40 % pairflip, 40 % instance) and seed (0-4; `seed_everything` =
 `noise_seed` = `split_seed`), it fits DML (`configs/quickstart.yaml`) and CE (`configs/quickstart_ce.yaml`) with the
-noise overridden (skipped when the run directory exists), reruns `lnl report` on the best checkpoint (`--report`),
+noise overridden (`--methods DML CE CE-CF` adds CE with its 5-fold cross-fitted report,
+`configs/quickstart_ce_crossfit.yaml`; skipped when the run directory exists), reruns `lnl report` on the best checkpoint (`--report`),
 and runs cleanlab as its documentation tells a user: 5-fold out-of-fold predicted probabilities from the
 scikit-learn model with the best out-of-fold accuracy against the noisy labels (RBF SVC, logistic regression,
 kNN), then `get_label_quality_scores` and `find_label_issues`, on the same images and noisy labels (the run's
