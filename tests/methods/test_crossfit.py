@@ -73,8 +73,19 @@ def test_out_of_fold_rows_and_the_ensemble_prediction() -> None:
     torch.testing.assert_close(mean_softmax_logits(members).exp().sum(1), torch.ones(16))
 
 
+def _lowbias32(i: int, seed: int) -> int:
+    """Python-integer reference of the fold hash (Wellons' lowbias32 of i + 0x9E3779B9·s mod 2^32)."""
+    x = (i + 0x9E3779B9 * seed) % 2**32
+    for shift, mul in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+        x = ((x ^ (x >> shift)) * mul) % 2**32
+    return x ^ (x >> 16)
+
+
 def test_folds_are_seeded_balanced_and_restored_from_a_checkpoint(tmp_path) -> None:
     index = torch.arange(5000)
+    for seed in (0, 7, 2**32 - 1, 2**40 + 3):
+        got = fold_of(torch.tensor([0, 1, 12345, 2**31 + 7]), 5, seed).tolist()
+        assert got == [_lowbias32(i, seed % 2**32) % 5 for i in (0, 1, 12345, 2**31 + 7)]
     for seed in (0, 7):
         counts = torch.bincount(fold_of(index, 5, seed), minlength=5)
         assert counts.min() > 900 and counts.max() < 1100, counts  # 1000 ± 3.2 binomial SD
