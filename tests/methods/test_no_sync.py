@@ -26,6 +26,7 @@ from lnl.methods.selection import SelectionConfig
 SYNCS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default"}
 METHODS: dict[str, tuple[type, dict[str, Any]]] = {
     "CE": (CE, {}),
+    "CE_crossfit": (CE, {"cross_fit_folds": 3}),
     "DML": (DML, {"teacher_optimizer": sgd(0.1), "selection": SelectionConfig(warmup_epochs=1)}),
     "DML_global": (DML, {"teacher_optimizer": sgd(0.1), "selection": SelectionConfig(rule="global")}),
     "EMLC": (EMLC, {"teacher_optimizer": sgd(0.05, 0.0, 0.0)}),

@@ -4,20 +4,20 @@ Tiny backbones (tiny_cnn; BN-free tiny_mlp for DDP) on `helpers.synthetic.SynthD
 from the method's own `train_views` / `needs_clean`. Per-method files keep what is specific to a method (its
 maths, options and diagnostics).
 
-=================================  ===  ===  ====  ===  =====  ====  ======
-property                           CE   DML  EMLC  MLC  MWNet  L2RW  SimCLR
-=================================  ===  ===  ====  ===  =====  ====  ======
-(a) fp16 / clip / accumulation     ok   no   no    no   no     no    ok
-(b) each optimizer steps once      x    x2   x2    x2   x2     x2    x
-(c) bit-exact end-of-epoch resume  x    x    x     x    x      x     x
-(d) bf16-mixed fit is finite       x    x2   x2    x2   x2     x2    x
-(e) y_true never trained on        x    x    x     x    x      x     x
-(f) 2-rank DDP = 1 rank, 2x batch  x    x    x     x    x      x     --
-=================================  ===  ===  ====  ===  =====  ====  ======
+=================================  ===  =====  ===  ====  ===  =====  ====  ======
+property                           CE   CE-CF  DML  EMLC  MLC  MWNet  L2RW  SimCLR
+=================================  ===  =====  ===  ====  ===  =====  ====  ======
+(a) fp16 / clip / accumulation     ok   ok     no   no    no   no     no    ok
+(b) each optimizer steps once      x    x      x2   x2    x2   x2     x2    x
+(c) bit-exact end-of-epoch resume  x    x      x    x     x    x      x     x
+(d) bf16-mixed fit is finite       x    x      x2   x2    x2   x2     x2    x
+(e) y_true never trained on        x    x      x    x     x    x      x     x
+(f) 2-rank DDP = 1 rank, 2x batch  x    x      x    x     x    x      x     --
+=================================  ===  =====  ===  ====  ===  =====  ====  ======
 
 (a) "no": the manual-optimization (bi-level) methods refuse each setting with a one-line ConfigError; "ok": the
-automatic ones accept it. "x2": once per meta-gradient engine (DML `feedback`, the others `hypergrad`). (f) does
-not apply to SimCLR: its negatives are the other samples of the rank's own batch (no all-gather, by design).
+automatic ones accept it. "x2": once per meta-gradient engine (DML `feedback`, the others `hypergrad`). CE-CF:
+CE with `cross_fit_folds`. (f) does not apply to SimCLR: its negatives are the other samples of the rank's own batch (no all-gather, by design).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # Each method's options here: non-default ones where they exercise more code; momentum SGD with weight decay.
 BASE: dict[str, tuple[type, dict[str, Any]]] = {
     "CE": (CE, {}),
+    "CE-CF": (CE, {"cross_fit_folds": 3}),  # cross-fitted report: 3 networks, fold-masked losses
     "DML": (DML, {"teacher_optimizer": sgd(0.1), "uda_threshold": 0.3,
                   "selection": SelectionConfig(warmup_epochs=1, delta=0.01)}),
     "EMLC": (EMLC, {"teacher_optimizer": sgd(0.05, 0.0, 0.0), "corruption": "adversarial", "mix_gold": True}),
