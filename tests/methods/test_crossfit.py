@@ -11,6 +11,7 @@ from lightning.pytorch import seed_everything
 
 from helpers.synthetic import C, SynthData, fit, make_batch, sgd
 from lnl.cli import main
+from lnl.data.batch import Batch
 from lnl.errors import ConfigError
 from lnl.methods import CE
 from lnl.methods.crossfit import CrossFitEnsemble, fold_of, mean_softmax_logits
@@ -24,12 +25,12 @@ def _ce(folds: int = K, seed: int = 0) -> CE:
     return CE(num_classes=C, backbone="tiny_cnn", optimizer=sgd(0.1), cross_fit_folds=folds)
 
 
-def _grads(model: CE, batch: dict, y: torch.Tensor) -> list[list[torch.Tensor]]:
+def _grads(model: CE, batch: Batch, y: torch.Tensor) -> list[list[torch.Tensor]]:
     """Each network's parameter gradients of the cross-fit loss on `batch` with labels `y` (train mode)."""
     model.zero_grad(set_to_none=True)
-    noisy = batch["noisy"]
+    noisy = batch.noisy
     ens = model.ensemble
-    ens.loss(ens.members(noisy["x"]), y, noisy["index"]).backward()
+    ens.loss(ens.members(noisy.x), y, noisy.index).backward()
     return [[p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in net.parameters()]
             for net in ens.nets]  # fmt: skip
 
@@ -38,7 +39,7 @@ def test_fold_labels_never_reach_their_network() -> None:
     model = _ce()
     model.train()
     batch = make_batch(0, 48, 0, clean=False)
-    x, y, index = batch["noisy"]["x"], batch["noisy"]["y"], batch["noisy"]["index"]
+    x, y, index = batch.noisy.x, batch.noisy.y, batch.noisy.index
     fold = fold_of(index, K, model.ensemble.fold_seed)
     assert all((fold == k).sum() >= 8 for k in range(K))  # every fold is in the batch
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -62,7 +63,7 @@ def test_fold_labels_never_reach_their_network() -> None:
 def test_out_of_fold_rows_and_the_ensemble_prediction() -> None:
     model = _ce()
     model.eval()
-    x, index = make_batch(1, 16, 0, clean=False)["noisy"]["x"], torch.arange(100, 116)
+    x, index = make_batch(1, 16, 0, clean=False).noisy.x, torch.arange(100, 116)
     members = model.ensemble.members(x)
     oof = model.ensemble.out_of_fold(members, index)
     fold = model.ensemble.fold(index)
@@ -102,17 +103,17 @@ def test_folds_are_seeded_balanced_and_restored_from_a_checkpoint(tmp_path) -> N
 def test_cross_fit_records_out_of_fold_confidence_and_judges_with_it() -> None:
     model = fit(lambda: _ce(), data=SynthData(n_batches=3, b=8), max_epochs=2)
     model.eval()
-    batch = make_batch(0, 8, 0, clean=False)["noisy"]
-    index = batch["index"]
+    batch = make_batch(0, 8, 0, clean=False).noisy
+    index = batch.index
     assert torch.equal(model.confidence.visits[index], torch.full((8,), 2.0, dtype=torch.float64))
-    ev = model.label_evidence(batch["x"], batch["y"], index)
-    oof = model.ensemble.out_of_fold(model.ensemble.members(batch["x"]), index)
-    p = torch.softmax(oof.double(), -1).gather(1, batch["y"][:, None]).squeeze(1)
+    ev = model.label_evidence(batch.x, batch.y, index)
+    oof = model.ensemble.out_of_fold(model.ensemble.members(batch.x), index)
+    p = torch.softmax(oof.double(), -1).gather(1, batch.y[:, None]).squeeze(1)
     torch.testing.assert_close(
         ev.columns["student_loss"], -p.log()
     )  # judged by the network that never saw it
-    unseen = model.label_evidence(batch["x"], batch["y"], index + 10_000)  # never trained on: all K networks
-    torch.testing.assert_close(unseen.probs, torch.softmax(model.student(batch["x"]).double(), -1))
+    unseen = model.label_evidence(batch.x, batch.y, index + 10_000)  # never trained on: all K networks
+    torch.testing.assert_close(unseen.probs, torch.softmax(model.student(batch.x).double(), -1))
 
 
 def test_bad_fold_counts_are_refused() -> None:
