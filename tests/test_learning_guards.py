@@ -8,7 +8,7 @@ on seed 0 (the margins leave room for platform drift, not for a method that stop
 | setting | CE | method | difference | guard |
 |---|---|---|---|---|
 | 40% pairflip, noisy validation | 0.650 | DML 0.847 | +0.197 | ≥ +0.10 |
-| 40% uniform, 10 clean per class | 0.936 | EMLC 0.919 | −0.017 | ≥ −0.05 |
+| 40% uniform, 10 clean per class | 0.936 | EMLC 0.881 | −0.055 | ≥ −0.08 |
 | 60% uniform, 10 clean per class | 0.906 | MW-Net 0.928 | +0.022 | ≥ −0.05 |
 | 60% uniform, 10 clean per class | 0.906 | L2RW 0.925 | +0.019 | ≥ −0.05 |
 """
@@ -54,8 +54,9 @@ def test_emlc_stays_within_a_margin_of_ce() -> None:
     ce, ce_labels = accuracy("quickstart_ce.yaml", *CLEAN, *UNIFORM40)
     emlc, emlc_labels = accuracy("emlc_digits_unif40_k5.yaml")
     assert emlc_labels == ce_labels
-    # Seed 0 measured 0.881 vs CE 0.936 with the official k-step row mean (0.919 with the earlier `sum`); a broken
-    # meta-gradient or no learning lands far lower (no-learning mutant: 0.10).
+    # Seed 0 measured 0.881 vs CE 0.936 with the official k-step row mean (0.919 with the earlier `sum`); over seeds
+    # 0-4 at 30 epochs EMLC − CE is −0.015 ± 0.018 (SE), worst seed −0.064 (README). A broken meta-gradient or no
+    # learning lands far lower (no-learning mutant: 0.10).
     assert emlc >= ce - 0.08, (emlc, ce)
 
 
