@@ -20,7 +20,9 @@ Rules for R(c) (`rule`):
   the low-loss component of a two-component Gaussian mixture fitted to the group's bank scores (`estimator: gmm`;
   `split`: the Otsu cut; `feedback_share`: the share of the group's samples whose feedback evidence E_i > 0, with
   E_i the EMA (`evidence_momentum`) of s_i = ℓ_i(θ) − ℓ_i(θ − η·g_pl) over the batch mean |s|: the per-sample terms
-  of Eq. 7, `lnl.hypergrad.feedback.lookahead_feedback`). π̂_c falls at once but rises by at most `max_rise` per
+  of Eq. 7, `lnl.hypergrad.feedback.lookahead_feedback`; `confident`: the share of the group's bank scores below
+  ln 2, i.e. samples whose score net gives its noisy label p > 1/2 (single-network scores), an agreement count that
+  stays below the clean share while the network is weak and approaches it as the network learns). π̂_c falls at once but rises by at most `max_rise` per
   refresh (a teacher that learnt a wrong label of 𝒮 makes it look clean). R(c) = π̂_c + (1 − π̂_c)·ramp,
   ramp = max(0, 1 − (epoch − warm-up + 1)/`schedule_epochs`): Co-teaching's schedule from 1 with its known τ
   replaced by the per-class estimate 1 − π̂_c.
@@ -61,7 +63,7 @@ SelectionRule = Literal[
 ]
 RULES: tuple[str, ...] = SelectionRule.__args__
 ALIASES: dict[str, str] = {"per_class": "sign_drift"}  # the name of `sign_drift` before the evidence rule
-ESTIMATORS: tuple[str, ...] = ("gmm", "split", "feedback_share")
+ESTIMATORS: tuple[str, ...] = ("gmm", "split", "feedback_share", "confident")
 DRIFT_RULES: tuple[str, ...] = ("sign_drift", "global", "per_batch")
 
 
@@ -292,6 +294,8 @@ class SmallLossSelector(nn.Module):
                 continue
             if self.estimator == "feedback_share":
                 est = float((self.evidence[sel] > 0).double().mean())
+            elif self.estimator == "confident":  # EMA CE < ln 2: p(ỹ | x) > 1/2 (ỹ the net's top class)
+                est = float((self.bank[sel] < math.log(2.0)).double().mean())
             else:
                 values = torch.sort(self.bank[sel].double()).values
                 est = (
