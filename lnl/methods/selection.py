@@ -22,7 +22,8 @@ Rules for R(c) (`rule`):
   E_i the EMA (`evidence_momentum`) of s_i = ℓ_i(θ) − ℓ_i(θ − η·g_pl) over the batch mean |s|: the per-sample terms
   of Eq. 7, `lnl.hypergrad.feedback.lookahead_feedback`; `confident`: the share of the group's bank scores below
   ln 2, i.e. samples whose score net gives its noisy label p > 1/2 (single-network scores), an agreement count that
-  stays below the clean share while the network is weak and approaches it as the network learns). π̂_c falls at once but rises by at most `max_rise` per
+  stays below the clean share while the network is weak and approaches it as the network learns; on the EMA bank
+  the first visit's loss (≈ ln C) keeps weight m^k after k visits, so with m = 0.9 the count lags by ~10 epochs). π̂_c falls at once but rises by at most `max_rise` per
   refresh (a teacher that learnt a wrong label of 𝒮 makes it look clean). R(c) = π̂_c + (1 − π̂_c)·ramp,
   ramp = max(0, 1 − (epoch − warm-up + 1)/`schedule_epochs`): Co-teaching's schedule from 1 with its known τ
   replaced by the per-class estimate 1 − π̂_c.
