@@ -8,7 +8,10 @@ how R(c) is obtained:
   the low-loss component of a two-component Gaussian mixture fitted to the group's bank scores (`estimator: gmm`;
   `split`: the Otsu cut; `feedback_share`: the share of the group's samples whose feedback evidence E_i > 0, with
   E_i the EMA (`evidence_momentum`) of s_i = ℓ_i(θ) − ℓ_i(θ − η·g_pl) over the batch mean |s|: the per-sample terms
-  of Eq. 7, `lnl.hypergrad.feedback.lookahead_feedback`). π̂_c falls at once but rises by at most `max_rise` per
+  of Eq. 7, `lnl.hypergrad.feedback.lookahead_feedback`; `confident`: the share of the group's bank scores below
+  ln 2, samples whose score net gives their noisy label p > 1/2 — an agreement count below the clean share while
+  the net is weak; on the EMA bank the first visit's loss (≈ ln C) keeps weight m^k after k visits, so with m = 0.9
+  it lags ~10 epochs: it keeps 𝒮 small early, which is why it helps at 80 % noise, not an estimate). π̂_c falls at once but rises by at most `max_rise` per
   refresh (a teacher that learnt a wrong label of 𝒮 makes it look clean). R(c) = π̂_c + (1 − π̂_c)·ramp,
   ramp = max(0, 1 − (epoch − warm-up + 1)/`schedule_epochs`): Co-teaching's schedule from 1 with its known τ
   replaced by the per-class estimate 1 − π̂_c.
@@ -27,6 +30,8 @@ how R(c) is obtained:
 """
 
 from __future__ import annotations
+
+import math
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
@@ -102,10 +107,15 @@ def _feedback_share(sel: SmallLossSelector, members: Tensor, n: int) -> float:
     return float((sel.evidence[members] > 0).double().mean())
 
 
+def _confident(sel: SmallLossSelector, members: Tensor, n: int) -> float:
+    return float((sel.bank[members] < math.log(2.0)).double().mean())  # EMA CE < ln 2: p(ỹ | x) > 1/2
+
+
 ESTIMATORS: dict[str, Callable[[SmallLossSelector, Tensor, int], float]] = {
     "gmm": _gmm,
     "split": _split,
     "feedback_share": _feedback_share,
+    "confident": _confident,
 }
 
 

@@ -212,6 +212,24 @@ def test_estimated_rule_rises_by_at_most_max_rise_per_refresh():
     assert float(sel.ratio[0]) == pytest.approx(first + 0.02, abs=1e-6)
 
 
+def test_confident_estimator_counts_the_bank_scores_below_ln2_per_group():
+    # group 0: 30 of 100 scores below ln 2 (p(ỹ | x) > 1/2), 30 just above it (0.8-0.9, not yet confident), 40 high;
+    # group 1: 70 of 100 below. The GMM lumps the middle mode with the low one; `confident` counts only p > 1/2.
+    g = torch.Generator().manual_seed(0)
+    parts = [0.6 * torch.rand(30, generator=g), 0.8 + 0.1 * torch.rand(30, generator=g),
+             3.0 + torch.rand(40, generator=g), 0.6 * torch.rand(70, generator=g), 3.0 + torch.rand(30, generator=g)]  # fmt: skip
+    scores = torch.cat(parts)
+    labels = torch.cat([torch.zeros(100, dtype=torch.long), torch.ones(100, dtype=torch.long)])
+    shares = {}
+    for estimator in ("confident", "gmm"):
+        sel = SmallLossSelector(2, warmup_epochs=0, max_rise=None, estimator=estimator)
+        sel.update_evidence(torch.arange(200), torch.zeros(200))
+        _fill(sel, scores, labels, epoch=0)
+        shares[estimator] = sel.ratio.tolist()
+    assert shares["confident"] == pytest.approx([0.30, 0.70], abs=1e-6)
+    assert shares["gmm"][0] == pytest.approx(0.60, abs=0.02)  # the GMM's low component takes both low modes
+
+
 def test_bad_estimator_is_a_config_error():
     with pytest.raises(ConfigError, match="selection.estimator = 'mode'"):
         SmallLossSelector(2, estimator="mode")
