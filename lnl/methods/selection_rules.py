@@ -32,7 +32,6 @@ how R(c) is obtained:
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
