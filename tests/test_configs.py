@@ -15,8 +15,14 @@ import numpy as np
 import pytest
 import yaml
 
-from lnl.cli import main
-from lnl.data.fakedata import write_cifar10, write_cifar100, write_cifar_n, write_clothing1m, write_folder_csv
+from lnl.run.main import main
+from lnl.tools.fakedata import (
+    write_cifar10,
+    write_cifar100,
+    write_cifar_n,
+    write_clothing1m,
+    write_folder_csv,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RUN_CONFIGS = sorted(

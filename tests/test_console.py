@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lnl.cli import main
+from lnl.run.main import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lnl.cli import main
+from lnl.run.main import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUICK = [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lnl.cli import main
+from lnl.run.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lnl.cli import main
+from lnl.run.main import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHORT = ["--trainer.max_epochs=15", "--model.init_args.scheduler.init_args.milestones=[10]",

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from lnl.losses import accuracy, smoothed_cross_entropy
 from lnl.methods.base import LNLModule, has_true_labels
-from lnl.report.dynamics import TrainingConfidence
+from lnl.methods.dynamics import TrainingConfidence
 from lnl.report.evidence import LabelEvidence, trajectory_evidence
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from helpers.digits_folder import NAMES, write_digits_folder
-from lnl.cli import main
 from lnl.data.datamodule import NoisyLabelDataModule
 from lnl.data.noise import NoiseSpec
 from lnl.data.sizing import MIN_PER_CLASS, MIN_STEPS, fit_to_data
 from lnl.data.sources import create_source
 from lnl.errors import ConfigError
+from lnl.run.main import main
 
 
 def own(root: Path, **kwargs) -> NoisyLabelDataModule:

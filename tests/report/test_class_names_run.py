@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers.digits_folder import NAMES, read_labels, write_digits_folder
-from lnl.cli import main
+from lnl.run.main import main
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "own_data.yaml")
 FAST = ["--trainer.max_epochs=5", "--model.init_args.selection.warmup_epochs=1",

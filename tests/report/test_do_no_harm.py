@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lnl.cli import main
 from lnl.report.estimates import auroc
+from lnl.run.main import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 QUICK = [

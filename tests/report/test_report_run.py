@@ -16,8 +16,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from helpers.digits_folder import write_digits_folder
-from lnl.cli import main
-from lnl.report.run import EpochHistory
+from lnl.run.fit_report import EpochHistory
+from lnl.run.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"

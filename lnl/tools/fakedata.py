@@ -1,4 +1,4 @@
-"""Tiny datasets written in their REAL on-disk formats, for tests and `lnl.gpu_check` (no downloads anywhere).
+"""Tiny datasets written in their REAL on-disk formats, for tests and `lnl.tools.gpu_check` (no downloads anywhere).
 
 CIFAR pickles are written the way the originals were (Python 2 pickles: dict keys and strings are py2
 ``str``), so ``pickle.load(f, encoding="latin1")`` (torchvision) yields ``"data"`` keys and

@@ -23,6 +23,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", help="the run's config (default: config.yaml of the checkpoint's run)")
     parser.add_argument("--out", help="output directory (default: the checkpoint's run directory)")
     args = parser.parse_args(argv)
+    from lnl.run.cli import quiet
+
+    quiet()
     try:
         return _report(Path(args.ckpt_path), args.config, args.out)
     except ConfigError as error:
@@ -31,9 +34,9 @@ def main(argv: list[str]) -> int:
 
 
 def _report(ckpt: Path, config: str | None, out: str | None) -> int:
-    from lnl.cli import LNLCLI
-    from lnl.preflight import checkpoint_run_dir, read_checkpoint
-    from lnl.report.run import EpochHistory, write_run_report
+    from lnl.run.cli import LNLCLI
+    from lnl.run.fit_report import EpochHistory, write_run_report
+    from lnl.run.preflight import checkpoint_run_dir, read_checkpoint
 
     state = read_checkpoint(ckpt)  # one clear line for a missing, truncated or foreign file
     run_dir = checkpoint_run_dir(ckpt)

@@ -1,7 +1,7 @@
 """`lnl aggregate`: finished run directories -> one results table (Markdown on stdout, optional .md/.csv files).
 
 Runs group by (method, dataset, noise tag) plus any `--group-by` config keys; a group whose runs differ in any
-other config setting than the seeds, or has one seed twice, is refused (lnl/aggregate_checks.py). Each group gets
+other config setting than the seeds, or has one seed twice, is refused (lnl/tools/aggregate_checks.py). Each group gets
 mean ± sample std per metric and, with `--reference`, the paired difference to the reference group over the seeds both share with
 equal training labels: mean ± standard error and how many seeds the group is ahead. Training labels are equal when
 the `noisy` rows of the runs' `labels.csv` are (so a method validated on clean labels pairs with one validated on
@@ -27,8 +27,8 @@ from typing import Any, NoReturn
 
 import yaml
 
-from lnl.aggregate_checks import check_group, run_settings
 from lnl.errors import ConfigError
+from lnl.tools.aggregate_checks import check_group, run_settings
 
 DEFAULT_METRIC = "test/acc_best_val"
 RESULTS = "results.json"
