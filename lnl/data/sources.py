@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lnl.errors import ConfigError
+from lnl.validation import positive, registered
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -119,9 +120,7 @@ def register_source(name: str):
 
 def create_source(name: str, root=None, download: bool = False, **kwargs) -> DataSource:
     """Build the source registered as ``name``; unknown names or options: ConfigError naming the allowed."""
-    if name not in _SOURCES:
-        raise ConfigError(f"dataset = {name!r}: unknown; allowed are {', '.join(sorted(_SOURCES))}")
-    cls = _SOURCES[name]
+    cls = registered("dataset", name, dict(sorted(_SOURCES.items())))
     params = list(inspect.signature(cls.__init__).parameters)[3:]  # after self, root, download
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
@@ -298,8 +297,7 @@ def clothing_balanced_subsample(labels, samples_per_epoch: int, seed: int, epoch
     indices.
     """
     labels = np.asarray(labels)
-    if samples_per_epoch <= 0:
-        raise ConfigError(f"samples_per_epoch = {samples_per_epoch}: must be a positive integer")
+    positive("samples_per_epoch", samples_per_epoch, "a positive integer")
     classes = np.unique(labels[labels >= 0])
     rng = np.random.default_rng([seed, epoch])
     quota = np.full(len(classes), samples_per_epoch // len(classes))

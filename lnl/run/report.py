@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from lnl.errors import ConfigError
+from lnl.validation import existing_file
 
 
 def main(argv: list[str]) -> int:
@@ -41,8 +42,7 @@ def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     state = read_checkpoint(ckpt)  # one clear line for a missing, truncated or foreign file
     run_dir = checkpoint_run_dir(ckpt)
     config = config or str(run_dir / "config.yaml")
-    if not Path(config).is_file():
-        raise ConfigError(f"config = {config}: file not found; pass --config with the run's config")
+    existing_file("config", config, "pass --config with the run's config")
     settings = yaml.safe_load(Path(config).read_text())
     for key in ("ckpt_path", "weights_only"):  # a fit's saved config holds its subcommand's own arguments
         settings.pop(key, None)

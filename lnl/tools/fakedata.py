@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lnl.validation import registered
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_FINE = """\
 apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
@@ -142,6 +144,27 @@ def _flip(y: np.ndarray, idx: np.ndarray, num_classes: int, rng: np.random.Gener
     return out
 
 
+def _cifar10_n(clean: np.ndarray, wrong: np.ndarray, worse: np.ndarray, rate: float, rng) -> dict:
+    n = len(clean)
+    obj = {"clean_label": clean, "worse_label": worse}
+    counts = {f"random_label{k}": round(rate * n / 2) for k in (1, 2, 3)}
+    for key, m in {**counts, "aggre_label": round(rate * n / 4)}.items():
+        lab = clean.copy()
+        sub = rng.permutation(wrong)[:m]
+        lab[sub] = worse[sub]
+        obj[key] = lab
+    return obj
+
+
+def _cifar100_n(clean: np.ndarray, wrong: np.ndarray, worse: np.ndarray, rate: float, rng) -> dict:
+    coarse = CIFAR100_COARSE_OF_FINE
+    return {"clean_label": clean, "noisy_label": worse, "noisy_coarse_label": coarse[worse],
+            "clean_coarse_label": coarse[clean]}  # fmt: skip
+
+
+CIFAR_N = {"cifar10": (10, _cifar10_n), "cifar100": (100, _cifar100_n)}  # kind -> (classes, label arrays)
+
+
 def write_cifar_n(path, clean_labels, noise_rate: float, seed: int = 0, kind: str = "cifar10") -> Path:
     """A CIFAR-N label file (``torch.save`` of a dict of int64 numpy arrays, like CIFAR-10_human.pt).
 
@@ -150,25 +173,13 @@ def write_cifar_n(path, clean_labels, noise_rate: float, seed: int = 0, kind: st
     wrong, likewise). cifar100 (CIFAR-100_human.pt): ``clean_label``, ``noisy_label`` (round(rate*n) wrong)
     and the coarse versions ``clean_coarse_label``, ``noisy_coarse_label``.
     """
+    num_classes, label_arrays = registered("kind", kind, CIFAR_N)
     rng = np.random.default_rng(seed)
     clean = np.asarray(clean_labels, dtype=np.int64)
-    n, num_classes = len(clean), (10 if kind == "cifar10" else 100)
+    n = len(clean)
     wrong = rng.permutation(n)[: round(noise_rate * n)]
     worse = _flip(clean, wrong, num_classes, rng)
-    if kind == "cifar10":
-        obj = {"clean_label": clean, "worse_label": worse}
-        counts = {f"random_label{k}": round(noise_rate * n / 2) for k in (1, 2, 3)}
-        for key, m in {**counts, "aggre_label": round(noise_rate * n / 4)}.items():
-            lab = clean.copy()
-            sub = rng.permutation(wrong)[:m]
-            lab[sub] = worse[sub]
-            obj[key] = lab
-    elif kind == "cifar100":
-        coarse = CIFAR100_COARSE_OF_FINE
-        obj = {"clean_label": clean, "noisy_label": worse, "noisy_coarse_label": coarse[worse],
-               "clean_coarse_label": coarse[clean]}  # fmt: skip
-    else:
-        raise ValueError(f"kind = {kind!r}: allowed are 'cifar10', 'cifar100'")
+    obj = label_arrays(clean, wrong, worse, noise_rate, rng)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)
