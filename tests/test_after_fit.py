@@ -11,11 +11,10 @@ from lightning.pytorch.strategies import DDPStrategy
 
 import lnl.run.ddp
 import lnl.run.fit_report
+from helpers.paths import CONFIGS
 from lnl.methods.base import LNLModule
 from lnl.run.ddp import CurrentStreamDDPStrategy, build_ddp_on_current_stream
 from lnl.run.main import main
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_the_end_of_fit_report_runs_on_the_trainers_device_not_where_teardown_left_the_model(

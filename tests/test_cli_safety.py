@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import ROOT
 from lnl.run.main import COMMANDS
 from lnl.run.main import main as lnl
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 CE = ["--config", str(CONFIGS / "quickstart_ce.yaml")]
 DML = ["--config", str(CONFIGS / "quickstart.yaml")]

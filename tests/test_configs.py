@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers.paths import CONFIGS
 from lnl.run.main import main
 from lnl.tools.fakedata import (
     write_cifar10,
@@ -24,7 +25,6 @@ from lnl.tools.fakedata import (
     write_folder_csv,
 )
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RUN_CONFIGS = sorted(
     p for p in CONFIGS.glob("*.yaml") if p.name != "provenance.yaml"
 )  # a data table, not a run

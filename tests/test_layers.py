@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "lnl"
+from helpers.paths import ROOT as REPO
+
+ROOT = REPO / "lnl"
 MAX_LINES = 300
 
 # Bottom to top: a module may import from its own layer and the layers below it, never from one above.

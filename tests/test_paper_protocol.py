@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import CONFIGS
 from lnl.run.main import main
 from lnl.run.paper_protocol import EPOCH_KEY, KEY
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ARGS = [
     "fit",
     "--config",

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import ROOT
 from lnl.run.watchdog import StallWatchdog, beat
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def waiting_for_a_batch(seconds: float) -> None:
