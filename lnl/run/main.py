@@ -1,7 +1,8 @@
 """The `lnl` console script: a light dispatcher that imports torch and Lightning only for a command that needs them.
 
-`lnl --help` and `lnl --version` answer from here without importing either; `fit`, `validate`, `test`, `predict`
-and `report` go to `lnl.run.cli.main` (the LightningCLI), `aggregate` and `runs` to their own small modules.
+`lnl --help` and `lnl --version` answer from here without importing either. One module per subcommand:
+`fit`, `validate`, `test` and `predict` go to `lnl.run.cli` (the LightningCLI), `report` to `lnl.run.report`,
+`aggregate` and `runs` to `lnl.tools.aggregate` and `lnl.tools.runs`.
 """
 
 from __future__ import annotations
