@@ -278,3 +278,17 @@ def test_the_checks_catch_what_they_forbid(monkeypatch):
     assert ["lnl.run.cli", "lnl.run.console"] in cycles("run")
     planted = "if spec.kind == 'file':\n    pass\nelif rule != x:\n    pass\nkinds == 1\n"
     assert switch_lines(planted) == [1, 3]
+
+
+def test_each_subcommand_runs_from_its_own_module():
+    """`lnl`'s dispatcher names a module with a `main` for every subcommand: the four LightningCLI subcommands share
+    lnl/run/cli.py, every other subcommand has a file of its own."""
+    from lnl.run.main import COMMANDS
+
+    lightning = {"fit", "validate", "test", "predict"}
+    assert {COMMANDS[name].module for name in lightning} == {"lnl.run.cli"}
+    others = [COMMANDS[name].module for name in COMMANDS if name not in lightning]
+    assert len(set(others)) == len(others) and "lnl.run.cli" not in others
+    for module in {c.module for c in COMMANDS.values()}:
+        tree = ast.parse(modules()[module].read_text())
+        assert any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body), module
