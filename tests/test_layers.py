@@ -231,7 +231,7 @@ def test_no_string_switch_on_kind_or_rule(layer):
     "layer",
     _per_layer(
         {
-            "data": f"datamodule.py 535, noise.py 463, file_sources.py 331, sources.py 316 lines {DATA}",
+            "data": f"datamodule.py 535, noise.py 463, file_sources.py 331, sources.py 314 lines {DATA}",
             "methods": f"selection.py 511, base.py 359 lines {HG} {DATA}",
         }
     ),
