@@ -27,7 +27,7 @@ import yaml
 
 from lnl.tools.gpu_probe import ProbeRecord
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # lnl/tools/gpu_fits.py -> the repository
 CIFAR10_TRAIN = 50_000
 STREAM_WARNING = "The AccumulateGrad node's stream does not match"
 SM_SKIP_S = 3.0  # samples of the first seconds of training (cuDNN autotuning, warm-up) are left out
@@ -191,7 +191,7 @@ def run_fit(spec: FitSpec, data_root: Path, out: Path, *, cpu: bool, timeout_s: 
                                                                 "init_args": init}]}}))  # fmt: skip
     cmd = fit_command(spec, data_root, out, probe_cfg, cpu, overrides)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **({"OMP_NUM_THREADS": "1"} if cpu else {}))
-    package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very lnl
+    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very lnl
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     run = FitRun(spec.name, spec.config, cmd, log=str(out / f"fit_{spec.name}.log"))
     started = time.time()
