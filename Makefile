@@ -37,15 +37,15 @@ quickstart: install ## DML on the bundled Digits data with 40% label noise (CPU,
 	OMP_NUM_THREADS=1 $(BIN)/lnl fit --config $(CONFIG)  # a tiny net: extra threads only add overhead
 
 bench: install ## Step time and memory of each method vs CE (ARGS="--methods ce,dml --device cpu")
-	$(BIN)/python -m lnl.bench $(ARGS)
+	$(BIN)/python -m lnl.tools.bench $(ARGS)
 
 gpu-check: ## Issue 19's GPU acceptance in <= 10 min: fits, steps/s, SM busy, CE vs plain loop (docs/gpu.md; CPU fallback)
 	@if [ -d .whl ] && ! $(GPU_PY) -c "import jsonargparse" 2>/dev/null; then \
 	  $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/lnl-site .whl/*.whl; fi
-	PYTHONPATH="$(CURDIR):/tmp/lnl-site:$$PYTHONPATH" $(GPU_PY) -m lnl.gpu_check --out runs/gpu_check $(ARGS)
+	PYTHONPATH="$(CURDIR):/tmp/lnl-site:$$PYTHONPATH" $(GPU_PY) -m lnl.tools.gpu_check --out runs/gpu_check $(ARGS)
 
 bench-loader: install ## Loading at Clothing1M scale: images/s per worker count, per-sample seeding cost (ARGS="--workers 0,4,8")
-	$(BIN)/python -m lnl.bench_loader $(ARGS)
+	$(BIN)/python -m lnl.tools.bench_loader $(ARGS)
 
 clean: ## Remove runs and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
 """`python -m lnl ...` is the same as the `lnl` command."""
 
-from lnl.main import main
+from lnl.run.main import main
 
 raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""What runs after `fit`: the report on the trainer's device, DDP built on the forwards' stream (lnl/ddp.py)."""
+"""What runs after `fit`: the report on the trainer's device, DDP built on the forwards' stream (lnl/run/ddp.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
-import lnl.ddp
-import lnl.report.run
-from lnl.cli import main
-from lnl.ddp import CurrentStreamDDPStrategy, build_ddp_on_current_stream
+import lnl.run.ddp
+import lnl.run.fit_report
+from helpers.paths import CONFIGS
 from lnl.methods.base import LNLModule
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from lnl.run.ddp import CurrentStreamDDPStrategy, build_ddp_on_current_stream
+from lnl.run.main import main
 
 
 def test_the_end_of_fit_report_runs_on_the_trainers_device_not_where_teardown_left_the_model(
@@ -29,9 +28,9 @@ def test_the_end_of_fit_report_runs_on_the_trainers_device_not_where_teardown_le
     monkeypatch.setattr(
         LNLModule, "to", lambda self, *a, **k: (events.append(("to", a, k)), to(self, *a, **k))[1]
     )
-    collect = lnl.report.run.collect_label_report
+    collect = lnl.run.fit_report.collect_label_report
     monkeypatch.setattr(
-        lnl.report.run, "collect_label_report",
+        lnl.run.fit_report, "collect_label_report",
         lambda model, *a, **k: (events.append(("report", next(model.parameters()).device)), collect(model, *a, **k))[1],
     )  # fmt: skip
     args = ["fit", "--config", str(CONFIGS / "quickstart_ce.yaml"), "--trainer.max_epochs=1",
@@ -60,7 +59,7 @@ def test_ddp_is_built_on_the_current_stream_not_on_a_side_stream(monkeypatch: py
     import lightning.pytorch.strategies.ddp as lightning_ddp
 
     monkeypatch.setattr(lightning_ddp, "DistributedDataParallel", fake_ddp)
-    monkeypatch.setattr(lnl.ddp, "DistributedDataParallel", fake_ddp)
+    monkeypatch.setattr(lnl.run.ddp, "DistributedDataParallel", fake_ddp)
     module = torch.nn.Linear(2, 2)
     for cls in (DDPStrategy, CurrentStreamDDPStrategy):
         strategy = DDPStrategy()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lnl import aggregate
-from lnl.cli import main as cli_main
+from lnl.run.main import main as cli_main
+from lnl.tools import aggregate
 
 CE = {0: 0.80, 1: 0.82, 2: 0.90}  # mean 0.84, sample std sqrt(0.0028) = 0.052915
 DML = {

@@ -1,4 +1,4 @@
-"""`python -m lnl.bench` prints a table and writes the JSON report (docs/design.md)."""
+"""`python -m lnl.tools.bench` prints a table and writes the JSON report (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lnl.bench import main, parse_args, run_variant
+from lnl.tools.bench import main, parse_args, run_variant
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""`python -m lnl.bench_loader` on a few small JPEGs: per-image costs, images/s per worker count, JSON report."""
+"""`python -m lnl.tools.bench_loader` on a few small JPEGs: per-image costs, images/s per worker count, JSON report."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from lnl.bench_loader import main
+from lnl.tools.bench_loader import main
 
 
 def test_loader_bench_reports_per_image_costs_and_throughput_per_worker_count(tmp_path: Path, capsys) -> None:

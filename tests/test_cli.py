@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lnl.cli import main
+from helpers.paths import CONFIGS
 from lnl.data import NoisyLabelDataModule
 from lnl.data.noise import NoiseSpec
 from lnl.methods import CE
+from lnl.run.main import main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAST = [
     "--trainer.max_epochs=2",
     "--trainer.enable_progress_bar=false",

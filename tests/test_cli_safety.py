@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lnl.main import COMMANDS
-from lnl.main import main as lnl
+from helpers.paths import ROOT
+from lnl.run.main import COMMANDS
+from lnl.run.main import main as lnl
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 CE = ["--config", str(CONFIGS / "quickstart_ce.yaml")]
 DML = ["--config", str(CONFIGS / "quickstart.yaml")]
@@ -48,7 +48,7 @@ def subprocess_env() -> dict[str, str]:
 
 def test_help_names_every_subcommand_without_importing_torch(capsys: pytest.CaptureFixture[str]) -> None:
     probe = (
-        "import sys; from lnl.main import main; code = main(['--help']); "
+        "import sys; from lnl.run.main import main; code = main(['--help']); "
         "print('heavy:', sorted(m for m in ('torch', 'lightning', 'jsonargparse') if m in sys.modules)); "
         "sys.exit(code)"
     )

@@ -15,10 +15,16 @@ import numpy as np
 import pytest
 import yaml
 
-from lnl.cli import main
-from lnl.data.fakedata import write_cifar10, write_cifar100, write_cifar_n, write_clothing1m, write_folder_csv
+from helpers.paths import CONFIGS
+from lnl.run.main import main
+from lnl.tools.fakedata import (
+    write_cifar10,
+    write_cifar100,
+    write_cifar_n,
+    write_clothing1m,
+    write_folder_csv,
+)
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RUN_CONFIGS = sorted(
     p for p in CONFIGS.glob("*.yaml") if p.name != "provenance.yaml"
 )  # a data table, not a run

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from lnl.cli import main
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from helpers.paths import CONFIGS
+from lnl.run.main import main
 
 
 @pytest.mark.slow

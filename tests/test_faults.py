@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lnl.cli import main
+from helpers.paths import CONFIGS, ROOT
+from lnl.run.main import main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUICK = [
     "--config",
     str(CONFIGS / "quickstart_ce.yaml"),
@@ -111,7 +111,7 @@ def test_bad_input_is_one_line_and_leaves_nothing_behind(
 )
 def test_console_script_prints_one_stderr_line(in_tmp: Path, extra: list[str], needle: str) -> None:
     Path("afile").write_text("")
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     env = os.environ | {"PYTHONPATH": str(root)}
     done = subprocess.run(
         [sys.executable, "-m", "lnl", "fit", *QUICK, *extra],

@@ -1,4 +1,4 @@
-"""`python -m lnl.gpu_check --cpu-fallback` (what `make gpu-check` runs without a GPU): same code paths, tiny sizes."""
+"""`python -m lnl.tools.gpu_check --cpu-fallback` (what `make gpu-check` runs without a GPU): same code paths, tiny sizes."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lnl.gpu_check import CPU, FITS, main
-from lnl.gpu_fits import FitRun, paper_schedule, run_with_stack_dump, sm_busy
-from lnl.gpu_probe import ProbeRecord
-from lnl.gpu_report import GpuCheckReport, verdicts
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from helpers.paths import CONFIGS
+from lnl.tools.gpu_check import CPU, FITS, main
+from lnl.tools.gpu_fits import FitRun, paper_schedule, run_with_stack_dump, sm_busy
+from lnl.tools.gpu_probe import ProbeRecord
+from lnl.tools.gpu_report import GpuCheckReport, verdicts
 
 
 @pytest.mark.slow  # two tiny `lnl fit` subprocesses and four tiny benches: ~1-2 min on a shared 2-core machine

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lnl.cli import main
+from helpers.paths import ROOT
+from lnl.run.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 SETTINGS = {
     # config, extra args, steps per epoch (global steps: a DML batch steps two optimizers)

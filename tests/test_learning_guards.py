@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from lnl.cli import main
+from helpers.paths import CONFIGS
+from lnl.run.main import main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHORT = ["--trainer.max_epochs=15", "--model.init_args.scheduler.init_args.milestones=[10]",
          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # fmt: skip
 CLEAN = ["--data.init_args.clean_per_class=10", "--data.init_args.val_per_class=10",

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
+
 SUBSETS = {
     "no_optim_step": [  # nothing learns: the step oracles, the "it moved" guards and the accuracy floors fail
         "tests/methods/test_mlc.py::test_one_step_is_the_official_meta_step_written_out[jvp]",

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lnl.cli import main
-from lnl.paper_protocol import EPOCH_KEY, KEY
+from helpers.paths import CONFIGS
+from lnl.run.main import main
+from lnl.run.paper_protocol import EPOCH_KEY, KEY
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ARGS = [
     "fit",
     "--config",
@@ -20,7 +20,7 @@ ARGS = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]
-CALLBACK = '--trainer.callbacks=[{"class_path": "lnl.paper_protocol.BestTestAccuracy"}]'
+CALLBACK = '--trainer.callbacks=[{"class_path": "lnl.run.paper_protocol.BestTestAccuracy"}]'
 
 
 @pytest.mark.usefixtures("in_tmp", "one_thread")

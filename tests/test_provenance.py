@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from helpers.paths import CONFIGS
+
 TABLE = CONFIGS / "provenance.yaml"
 PROVENANCE = yaml.safe_load(TABLE.read_text())
 RUN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p != TABLE)

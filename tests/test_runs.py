@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lnl import runs
-from lnl.cli import main as cli_main
+from helpers.paths import ROOT
+from lnl.run.main import main as cli_main
+from lnl.tools import runs
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED_OPTIONS = ("seed_everything", "data.init_args.noise_seed", "data.init_args.split_seed")
 
 

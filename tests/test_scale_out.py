@@ -16,7 +16,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElastic
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from helpers.paths import CONFIGS
+
 CLOTHING = sorted(CONFIGS.glob("*_clothing1m.yaml"))
 CLUSTER_VARS = ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
                 "SLURM_JOB_NAME", "SLURM_JOB_ID", "SLURM_NODELIST", "RANK", "LOCAL_RANK", "WORLD_SIZE",

@@ -1,4 +1,4 @@
-"""A stage without progress leaves every thread's stack in `<run_dir>/stacks.txt` and one log line (lnl/watchdog.py)."""
+"""A stage without progress leaves every thread's stack in `<run_dir>/stacks.txt` and one log line (lnl/run/watchdog.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lnl.watchdog import StallWatchdog, beat
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
+from lnl.run.watchdog import StallWatchdog, beat
 
 
 def waiting_for_a_batch(seconds: float) -> None:
@@ -75,7 +74,7 @@ def test_an_exit_handler_that_hangs_is_named_in_stacks_txt(tmp_path: Path) -> No
     watched after the command returned and stopped its watchdog."""
     script = tmp_path / "exit_hang.py"
     script.write_text(
-        "import atexit, time\nimport lnl.watchdog as w\n\n"
+        "import atexit, time\nimport lnl.run.watchdog as w\n\n"
         "def destroying_the_process_group():\n    time.sleep(2.5)\n\n"
         "atexit.register(destroying_the_process_group)\n"
         "watchdog = w.StallWatchdog(timeout_s=1)\n"

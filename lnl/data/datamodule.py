@@ -210,7 +210,7 @@ class NoisyLabelDataModule(Loaders, LightningDataModule):
 
     def settings(self) -> dict[str, Any]:
         """The settings that decide the labels, by config key (`noise.rate`, `split_seed`, ...): a resume
-        with other values is refused naming the key (lnl/preflight.py)."""
+        with other values is refused naming the key (lnl/run/preflight.py)."""
         hp = self.hparams
         keys = ("dataset", "clean_per_class", "val_per_class", "val_labels", "longtail_ratio", "split_seed",
                 "noise_seed", "source_kwargs")  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lnl.errors import ConfigError
+from lnl.validation import at_least
 
 
 def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
@@ -16,12 +17,10 @@ def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> lis
 
     CIFAR-10 with n_max = 5000 and ρ = 100 gives 5000 2997 1796 1077 645 387 232 139 83 50.
     """
-    if not imbalance_ratio >= 1:
-        raise ConfigError(f"data.imbalance_ratio = {imbalance_ratio}: must be >= 1 (1 = balanced)")
+    at_least("data.imbalance_ratio", imbalance_ratio, 1, ">= 1 (1 = balanced)")
     if num_classes < 2:
         raise ConfigError(f"num_classes = {num_classes}: a long tail needs at least 2 classes")
-    if n_max < 1:
-        raise ConfigError(f"n_max = {n_max}: must be >= 1")
+    at_least("n_max", n_max, 1)
     base = np.float64(1.0) / np.float64(imbalance_ratio)
     return [int(np.float64(n_max) * base ** (np.float64(i) / (num_classes - 1))) for i in range(num_classes)]
 

@@ -28,6 +28,7 @@ from lnl.data.source_base import (
     root_dir,
 )
 from lnl.errors import ConfigError
+from lnl.validation import positive, registered
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataSource", "ImageSet", "clothing_balanced_subsample",
            "create_source", "register_source"]  # fmt: skip
@@ -35,9 +36,7 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataSource", "ImageSet", "clothing_
 
 def create_source(name: str, root=None, download: bool = False, **kwargs) -> DataSource:
     """Build the source registered as ``name``; unknown names or options: ConfigError naming the allowed."""
-    if name not in SOURCES:
-        raise ConfigError(f"dataset = {name!r}: unknown; allowed are {', '.join(sorted(SOURCES))}")
-    cls = SOURCES[name]
+    cls = registered("dataset", name, dict(sorted(SOURCES.items())))
     params = list(inspect.signature(cls.__init__).parameters)[3:]  # after self, root, download
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
@@ -208,8 +207,7 @@ def clothing_balanced_subsample(labels, samples_per_epoch: int, seed: int, epoch
     indices.
     """
     labels = np.asarray(labels)
-    if samples_per_epoch <= 0:
-        raise ConfigError(f"samples_per_epoch = {samples_per_epoch}: must be a positive integer")
+    positive("samples_per_epoch", samples_per_epoch, "a positive integer")
     classes = np.unique(labels[labels >= 0])
     rng = np.random.default_rng([seed, epoch])
     quota = np.full(len(classes), samples_per_epoch // len(classes))

@@ -16,6 +16,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from lnl.errors import ConfigError
+from lnl.validation import registered
 
 FAMILIES = ("cifar", "clothing", "digits", "generic")
 
@@ -41,9 +42,7 @@ class Transforms:
             "autoaugment": self.clean_autoaugment,
             "eval": self.eval,
         }
-        if view not in names:
-            raise ConfigError(f"view = {view!r}: unknown; allowed are {', '.join(names)}")
-        return names[view]
+        return registered("view", view, names)
 
 
 class ToNormalizedTensor:
@@ -122,8 +121,7 @@ def build_transforms(
 
     `padding_mode` ("constant" | "reflect") is the padding of the random crops (cifar, digits).
     """
-    if family not in FAMILIES:
-        raise ConfigError(f"transforms family = {family!r}: unknown; allowed are {', '.join(FAMILIES)}")
+    registered("transforms family", family, dict.fromkeys(FAMILIES))
     if len(mean) != len(std):
         raise ConfigError(f"mean = {tuple(mean)}, std = {tuple(std)}: must have one value per channel each")
     tail = ToNormalizedTensor(mean, std)

@@ -12,7 +12,7 @@ from lnl.errors import ConfigError
 from lnl.losses import accuracy, smoothed_cross_entropy
 from lnl.methods.base import LNLModule, data_train_size, has_true_labels
 from lnl.methods.crossfit import CrossFitEnsemble, mean_softmax_logits
-from lnl.report.dynamics import TrainingConfidence
+from lnl.methods.dynamics import TrainingConfidence
 from lnl.report.evidence import LabelEvidence, trajectory_evidence
 
 

@@ -24,7 +24,7 @@ from lnl.report.estimates import auroc
 
 FIGURE_NAME = "dml_selection.png"
 # epoch-level keys whose values are reduced over ranks by hand before logging (equal on every rank): Lightning's
-# advice to log them with `sync_dist=True` does not apply (`lnl.console.silence_presynced_advice`)
+# advice to log them with `sync_dist=True` does not apply (`lnl.run.console.silence_presynced_advice`)
 PRESYNCED_EPOCH_KEYS = r"train/(h_epoch|R_c\d+|R_err|sel_(precision|recall)_epoch|clean_rate|clean_share_c\d+|evidence_[tf]pr|bank_auroc)"
 
 

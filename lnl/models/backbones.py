@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lnl.errors import ConfigError
 from lnl.models.layers import StepDropout, ZeroPadShortcut, dropout_batch, he_normal_
+from lnl.validation import fail, one_of
 
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
@@ -167,10 +168,11 @@ def resnet32_cifar(
     _no_pretrained("resnet32_cifar", pretrained)
     kw = _clean(kwargs)
     shortcut, init = kw.pop("shortcut", "B"), kw.pop("init", "default")
-    if shortcut not in ("A", "B") or init not in ("default", "he_normal") or kw:
-        raise ConfigError(
-            f"resnet32_cifar options shortcut = {shortcut!r}, init = {init!r}, other = {sorted(kw)}: allowed are "
-            "shortcut A|B, init default|he_normal"
+    one_of("resnet32_cifar option shortcut", shortcut, ("A", "B"))
+    one_of("resnet32_cifar option init", init, ("default", "he_normal"))
+    if kw:
+        fail(
+            "resnet32_cifar options", sorted(kw), "not options of resnet32_cifar (it takes shortcut and init)"
         )
     model = _resnet(BasicBlock, [5, 5, 5], [16, 32, 64], num_classes, in_chans, shortcut=shortcut)
     return he_normal_(model) if init == "he_normal" else model

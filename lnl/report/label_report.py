@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,6 @@ from lnl.report.estimates import (
     realized_transition,
     transition_mae,
 )
-from lnl.watchdog import beat
 
 
 @dataclass
@@ -107,9 +107,12 @@ def _rounded(matrix: np.ndarray) -> list[list[float | None]]:
 
 
 @torch.no_grad()
-def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> LabelReport:
+def collect_label_report(
+    model: Any, datamodule: Any, batch_size: int = 512, progress: Callable[[], None] = lambda: None
+) -> LabelReport:
     """Run the method's `label_evidence` over every used training sample (eval transforms, one process); the noise
-    estimate on the noisy part, then flags and corrections (`lnl.report.decisions.decide`)."""
+    estimate on the noisy part, then flags and corrections (`lnl.report.decisions.decide`). `progress` is called
+    once per batch (the run's stall watchdog, lnl/run/watchdog.py)."""
     parts = {"noisy": datamodule.noisy_index, "clean": datamodule.clean_index, "val": datamodule.val_index}
     loader = datamodule.report_dataloader(batch_size)
     device = next(model.parameters()).device
@@ -119,7 +122,7 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
     chunks: dict[str, list[np.ndarray]] = {}
     try:
         for batch in loader:
-            beat()
+            progress()
             x, y, index = batch["x"].to(device), batch["y"].to(device), batch["index"].to(device)
             ev = model.label_evidence(x, y, index)
             fields = {

@@ -11,11 +11,11 @@ import torch
 from lightning.pytorch import Trainer
 
 from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
-from lnl.data.fakedata import write_cifar10, write_clothing1m
 from lnl.data.loading import EpochSampler
 from lnl.data.longtail import longtail_counts
 from lnl.data.noise import NoiseSpec, transition_matrix
 from lnl.methods.ce import CE
+from lnl.tools.fakedata import write_cifar10, write_clothing1m
 
 
 def digits(**kwargs) -> NoisyLabelDataModule:

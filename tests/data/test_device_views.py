@@ -27,10 +27,10 @@ from lnl.data.device_views import (
     device_view_specs,
     draw_plan,
 )
-from lnl.data.fakedata import write_cifar10, write_clothing1m
 from lnl.data.noise import NoiseSpec
 from lnl.errors import ConfigError
 from lnl.methods.dml import DML
+from lnl.tools.fakedata import write_cifar10, write_clothing1m
 
 ALPHA = 1e-4  # per check; a correct sampler fails one of these checks with probability < ~1e-3 in all
 CIFAR_STATS = ((0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
@@ -223,7 +223,7 @@ def test_a_dml_fit_through_device_views_on_generated_cifar_pickles(tmp_path: Pat
 
 
 def test_views_bench_times_every_view() -> None:
-    from lnl.bench_views import run_views_bench
+    from lnl.tools.bench_views import run_views_bench
 
     rows = run_views_bench("cpu", batch=8, steps=1)
     assert [r.view for r in rows] == ["weak", "strong", "autoaugment"]

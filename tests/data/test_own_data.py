@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from helpers.digits_folder import NAMES, write_digits_folder
-from lnl.cli import main
+from helpers.paths import CONFIGS
 from lnl.data.datamodule import NoisyLabelDataModule
 from lnl.data.noise import NoiseSpec
 from lnl.data.sizing import MIN_PER_CLASS, MIN_STEPS, fit_to_data
 from lnl.data.sources import create_source
 from lnl.errors import ConfigError
+from lnl.run.main import main
 
 
 def own(root: Path, **kwargs) -> NoisyLabelDataModule:
@@ -54,7 +55,7 @@ def test_too_few_images_in_a_class_is_one_line_before_any_run_directory(
     folder = write_digits_folder(in_tmp / "my_images", 100, noise=0.3)
     counts = np.bincount(folder.given, minlength=10)
     assert counts.min() < MIN_PER_CLASS  # a hundred images of ten classes: some class has too few
-    config = Path(__file__).resolve().parents[2] / "configs" / "own_data.yaml"
+    config = CONFIGS / "own_data.yaml"
     args = ["fit", "--config", str(config), "--data.root", "my_images", "--data.folder.image_size", "32"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
-from lnl.data.fakedata import write_cifar10, write_clothing1m
 from lnl.data.loading import EpochSampler
 from lnl.data.noise import NoiseSpec
+from lnl.tools.fakedata import write_cifar10, write_clothing1m
 
 WORLD = 4
 

@@ -13,7 +13,10 @@ import torch
 from PIL import Image
 
 from lnl.data import file_sources, sources
-from lnl.data.fakedata import (
+from lnl.data.noise import cifar10_asymmetric_map, read_label_file
+from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source
+from lnl.errors import ConfigError
+from lnl.tools.fakedata import (
     CIFAR10_CLASSES,
     CIFAR100_COARSE_OF_FINE,
     write_cifar10,
@@ -22,9 +25,6 @@ from lnl.data.fakedata import (
     write_clothing1m,
     write_folder_csv,
 )
-from lnl.data.noise import cifar10_asymmetric_map, read_label_file
-from lnl.data.sources import ImageSet, clothing_balanced_subsample, create_source
-from lnl.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,15 @@ import pytest
 import torch
 from lightning.pytorch import seed_everything
 
+from helpers.paths import CONFIGS
 from helpers.synthetic import C, SynthData, fit, make_batch, sgd
-from lnl.cli import main
 from lnl.data.batch import Batch
 from lnl.errors import ConfigError
 from lnl.methods import CE
 from lnl.methods.crossfit import CrossFitEnsemble, fold_of, mean_softmax_logits
+from lnl.run.main import main
 
 K = 3
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _ce(folds: int = K, seed: int = 0) -> CE:

@@ -188,8 +188,8 @@ def test_sync_dist_advice_is_silenced_for_dml_epoch_values_only(tmp_path):
     from lightning.pytorch.trainer.connectors.logger_connector.result import warning_cache
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-    from lnl.console import silence_presynced_advice
     from lnl.methods.dml_diagnostics import PRESYNCED_EPOCH_KEYS
+    from lnl.run.console import silence_presynced_advice
 
     def advised(caught: list[warnings.WarningMessage]) -> set[str]:
         found = (re.match(r"It is recommended to use `self.log\('([^']+)'", str(w.message)) for w in caught)

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from helpers.paths import CONFIGS
 from lnl.hypergrad import Lookahead, lookahead_feedback
 from lnl.hypergrad.feedback import ExactFeedback, first_order_feedback
 from lnl.methods.dml import DML
@@ -169,7 +170,7 @@ def test_lookahead_feedback_is_first_order_in_the_step():
 @pytest.mark.slow
 def test_quickstart_draws_the_selection_and_logs_it_to_wandb(in_tmp: Path):
     """A real `lnl fit` (own process: one W&B service per run) writes the PNG and logs it as a W&B image."""
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = CONFIGS
     args = [sys.executable, "-m", "lnl", "fit", "--config", str(configs / "quickstart.yaml"),
             "--config", str(configs / "logger" / "wandb.yaml"), "--trainer.max_epochs=3",
             "--trainer.limit_train_batches=6", "--trainer.enable_progress_bar=false",

@@ -4,8 +4,6 @@ is in test_shared_properties.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,8 +12,6 @@ from lightning.pytorch import seed_everything
 from helpers.synthetic import SynthData, fit, make_batch, max_rel_diff, sgd, state
 from lnl.hypergrad import functional_forward
 from lnl.methods import L2RW
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def l2rw(**kw):

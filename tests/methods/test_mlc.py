@@ -7,7 +7,6 @@ test_shared_properties.py.
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,13 +14,12 @@ import torch.nn.functional as F
 import yaml
 from lightning.pytorch import seed_everything
 
+from helpers.paths import CONFIGS
 from helpers.synthetic import SynthData, fit, make_batch, max_rel_diff, sgd, state
 from lnl.hypergrad import functional_forward
 from lnl.methods.mlc import MLC
 from lnl.models.backbones import features_and_logits
 from lnl.models.teachers import MetaLabelNet
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def mlc(**kw):

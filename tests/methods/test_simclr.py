@@ -10,12 +10,11 @@ import torch
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from lnl.cli import main
+from helpers.paths import CONFIGS
 from lnl.data import NoisyLabelDataModule
 from lnl.data.noise import NoiseSpec
 from lnl.methods import CE, EMLC, SimCLR
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from lnl.run.main import main
 
 
 def _batch(y: torch.Tensor) -> dict:

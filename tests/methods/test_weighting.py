@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from helpers.paths import CONFIGS
 from helpers.synthetic import ShuffledTruthData, SynthData, fit, sgd
 from lnl.errors import ConfigError
 from lnl.methods import L2RW, MWNet
@@ -77,7 +77,7 @@ EXPECTED_CONFIGS = {
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_configs_cover_the_recipes_and_bind(name: str) -> None:
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = CONFIGS
     cls = METHODS[name][0]
     names = {p.stem for p in configs.glob(f"{name}_*.yaml")}
     assert EXPECTED_CONFIGS[name] <= names

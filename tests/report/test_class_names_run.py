@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from helpers.digits_folder import NAMES, read_labels, write_digits_folder
-from lnl.cli import main
+from helpers.paths import CONFIGS
+from lnl.run.main import main
 
-CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "own_data.yaml")
+CONFIG = str(CONFIGS / "own_data.yaml")
 FAST = ["--trainer.max_epochs=5", "--model.init_args.selection.warmup_epochs=1",
         "--model.init_args.selection.schedule_epochs=1", "--trainer.enable_model_summary=false",
         "--data.num_workers=0", "--data.folder.image_size=16"]  # fmt: skip

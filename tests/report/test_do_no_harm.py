@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lnl.cli import main
+from helpers.paths import CONFIGS
 from lnl.report.estimates import auroc
+from lnl.run.main import main
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 QUICK = [
     "--trainer.enable_model_summary=false",
     "--trainer.enable_progress_bar=false",

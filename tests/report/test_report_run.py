@@ -16,10 +16,10 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from helpers.digits_folder import write_digits_folder
-from lnl.cli import main
-from lnl.report.run import EpochHistory
+from helpers.paths import ROOT
+from lnl.run.fit_report import EpochHistory
+from lnl.run.main import main
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 QUICK = ["--trainer.enable_model_summary=false", "--trainer.enable_progress_bar=false"]
 SHORT_DML = ["--trainer.max_epochs=3", "--model.init_args.selection.warmup_epochs=1",

@@ -1,4 +1,4 @@
-"""`python -m lnl.bench`: training-step time and peak memory of each method vs a CE step, in one run.
+"""`python -m lnl.tools.bench`: training-step time and peak memory of each method vs a CE step, in one run.
 
 Each method module in `lnl.methods` is found by name (`--methods ce,dml`); its `LNLModule` subclass lists the
 variants to time in the class attribute `bench_variants: dict[str, dict]` (variant name -> constructor kwargs;
@@ -6,7 +6,7 @@ CE times one variant, `default`). Every variant runs in a fresh subprocess on id
 on the device (data loading off the critical path): warm-up steps, then timed steps (CUDA-synchronized;
 the ratio uses the mean, so a k-step method's meta step is counted once per k steps), CPU time per step, and
 peak memory (CUDA allocator peak on GPU; peak resident-set growth during training on CPU). A `plain` row times
-CE's network, batch, precision and optimizer in a bare PyTorch loop (`lnl.bench_plain`); `x plain` is each row's
+CE's network, batch, precision and optimizer in a bare PyTorch loop (`lnl.tools.bench_plain`); `x plain` is each row's
 step time over it, so CE's `x plain` is lnl's own overhead. The DML paper
 ("Efficiently meta-learning for robust deep networks without prior unbiased set", §5.2, Table 6) reports the
 same kind of number as ms per training iteration.
@@ -23,43 +23,16 @@ import os
 import statistics
 import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from lnl.data.batch import Batch, DataRequirements, synthetic_batch
 from lnl.methods.base import LNLModule
-
-
-class BenchError(RuntimeError):
-    """A variant's child process failed (its stderr tail is in the message)."""
-
-
-@dataclass
-class BenchResult:
-    """One (method, variant)'s step times (ms), CPU time per step and peak memory (MB), and ratios to CE."""
-
-    method: str
-    variant: str
-    ms_median: float
-    ms_mean: float
-    ms_min: float
-    ms_max: float
-    cpu_ms_mean: float
-    peak_mem_mb: float
-    ratio_vs_ce: float | None = None
-    cpu_ratio_vs_ce: float | None = None
-    mem_ratio_vs_ce: float | None = None
-    ratio_vs_plain: float | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BenchResult:
-        """The record from its JSON form (unknown keys are ignored)."""
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+from lnl.tools.bench_measure import BenchError, BenchResult, StepTimer, format_table, peak_rss_mb, ratio
 
 
 def method_class(name: str) -> type[LNLModule]:
@@ -70,7 +43,7 @@ def method_class(name: str) -> type[LNLModule]:
         if issubclass(c, LNLModule) and c is not LNLModule and c.__module__ == module.__name__
     ]  # fmt: skip
     if len(classes) != 1:
-        raise SystemExit(f"lnl.bench: error: no single method class in lnl.methods.{name}")
+        raise SystemExit(f"lnl.tools.bench: error: no single method class in lnl.methods.{name}")
     return classes[0]
 
 
@@ -108,47 +81,8 @@ class BenchData(LightningDataModule):
         return _SyntheticBatches(self.batch, self.steps)
 
 
-class StepTimer(Callback):
-    """Wall time of each training step (synchronized on CUDA) and peak memory after the warm-up."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self.cpu_times, self.rss_start, self.rss_max = warmup, [], [], 0.0, 0.0
-
-    def _sync(self, module: Any) -> None:
-        if module.device.type == "cuda":
-            torch.cuda.synchronize(module.device)
-
-    def on_train_batch_start(self, trainer: Trainer, module: Any, batch: Any, batch_idx: int) -> None:
-        self._sync(module)
-        if batch_idx == self.warmup and module.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(module.device)
-        if batch_idx == 0:
-            self.rss_start = _rss_mb()
-        self.t0, self.c0 = time.perf_counter(), time.process_time()
-
-    def on_train_batch_end(
-        self, trainer: Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._sync(module)
-        if batch_idx >= self.warmup:
-            self.times.append(1000 * (time.perf_counter() - self.t0))
-            self.cpu_times.append(1000 * (time.process_time() - self.c0))
-            self.rss_max = max(self.rss_max, _rss_mb())
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_variant(method: str, variant: str, args: argparse.Namespace, isolated: bool = True) -> BenchResult:
-    """Time one (method, variant) in this process (`plain`: the bare PyTorch loop of `lnl.bench_plain`).
+    """Time one (method, variant) in this process (`plain`: the bare PyTorch loop of `lnl.tools.bench_plain`).
 
     `isolated`: this process runs nothing else, so the CPU peak is the whole-process maximum resident set
     (`ru_maxrss`); otherwise (several variants in one process) it is the resident set sampled after each timed
@@ -158,9 +92,9 @@ def run_variant(method: str, variant: str, args: argparse.Namespace, isolated: b
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
     if method == "plain":
-        from lnl.bench_plain import run_plain
+        from lnl.tools.bench_plain import run_plain
 
-        return run_plain(args, isolated)
+        return run_plain(args, BenchData, isolated)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     cls = method_class(method)
@@ -180,7 +114,7 @@ def run_variant(method: str, variant: str, args: argparse.Namespace, isolated: b
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak = (_peak_rss_mb() if isolated else timer.rss_max) - timer.rss_start
+        peak = (peak_rss_mb() if isolated else timer.rss_max) - timer.rss_start
     times = timer.times
     del trainer, model, data
     return BenchResult(
@@ -210,7 +144,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _child_args(args: argparse.Namespace, method: str, variant: str) -> list[str]:
-    argv = [sys.executable, "-m", "lnl.bench", "--child", f"{method}:{variant}"]
+    argv = [sys.executable, "-m", "lnl.tools.bench", "--child", f"{method}:{variant}"]
     for key in ("device", "backbone", "batch_size", "clean_batch_size", "image_size", "num_classes",
                 "warmup", "steps", "precision", "threads"):  # fmt: skip
         value = getattr(args, key)
@@ -219,31 +153,8 @@ def _child_args(args: argparse.Namespace, method: str, variant: str) -> list[str
     return argv + (["--channels-last"] if args.channels_last else [])
 
 
-def _ratio(value: float, ce: float) -> float | None:
-    return round(value / ce, 3) if ce > 0 else None
-
-
-def _fmt_ratio(value: float | None, width: int) -> str:
-    return f"{value:>{width}.2f}" if value is not None else f"{'n/a':>{width}}"
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """The human-readable table of a bench report."""
-    head = (f"{'method':<6} {'variant':<12} {'ms mean':>9} {'median':>9} {'min':>8} {'max':>8} {'x CE':>6} "
-            f"{'x plain':>7} {'x CE cpu':>8} {'peak MB':>9} {'x CE mem':>8}")  # fmt: skip
-    rows = [
-        f"{r['method']:<6} {r['variant']:<12} {r['ms_mean']:>9.1f} {r['ms_median']:>9.1f} {r['ms_min']:>8.1f} "
-        f"{r['ms_max']:>8.1f} {_fmt_ratio(r['ratio_vs_ce'], 6)} {_fmt_ratio(r.get('ratio_vs_plain'), 7)} "
-        f"{_fmt_ratio(r['cpu_ratio_vs_ce'], 8)} {r['peak_mem_mb']:>9.1f} {_fmt_ratio(r['mem_ratio_vs_ce'], 8)}"
-        for r in report["results"]
-    ]
-    title = (f"device={report['device']} backbone={report['backbone']} batch={report['batch_size']} "
-             f"precision={report['precision']}" + (" channels_last" if report.get("channels_last") else ""))  # fmt: skip
-    return "\n".join([title, head, *rows])
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lnl.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m lnl.tools.bench", description=__doc__.splitlines()[0])
     p.add_argument("--methods", default="ce", help="comma-separated method modules, e.g. ce,dml,emlc,mlc")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backbone", default="resnet32_cifar")
@@ -287,10 +198,10 @@ def run_bench(args: argparse.Namespace, isolate: bool = True) -> list[BenchResul
                 results.append(run_variant(method, variant, args, isolated=False))
     ce, plain = results[0], results[1]
     for r in results:  # mean over whole k-step cycles; CPU time is steadier than wall time on a shared CPU
-        r.ratio_vs_ce = _ratio(r.ms_mean, ce.ms_mean)
-        r.ratio_vs_plain = _ratio(r.ms_mean, plain.ms_mean)
-        r.cpu_ratio_vs_ce = _ratio(r.cpu_ms_mean, ce.cpu_ms_mean)
-        r.mem_ratio_vs_ce = _ratio(r.peak_mem_mb, ce.peak_mem_mb)
+        r.ratio_vs_ce = ratio(r.ms_mean, ce.ms_mean)
+        r.ratio_vs_plain = ratio(r.ms_mean, plain.ms_mean)
+        r.cpu_ratio_vs_ce = ratio(r.cpu_ms_mean, ce.cpu_ms_mean)
+        r.mem_ratio_vs_ce = ratio(r.peak_mem_mb, ce.peak_mem_mb)
     return results
 
 
@@ -303,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_bench(args)
     except BenchError as error:
-        print(f"lnl.bench: error: {error}", file=sys.stderr)
+        print(f"lnl.tools.bench: error: {error}", file=sys.stderr)
         return 1
     report = {"device": args.device, "backbone": args.backbone, "batch_size": args.batch_size,
               "precision": args.precision, "channels_last": args.channels_last,

@@ -1,7 +1,7 @@
-"""`python -m lnl.bench_loader`: data loading at Clothing1M scale, images/s per DataLoader worker count.
+"""`python -m lnl.tools.bench_loader`: data loading at Clothing1M scale, images/s per DataLoader worker count.
 
 A Clothing1M-format root of `--images` random `--size`² JPEGs (class colour plus uniform noise, quality 90, from
-`lnl.data.fakedata.write_clothing1m`) is written to a temp dir and read through the real path: `Clothing1MSource`
+`lnl.tools.fakedata.write_clothing1m`) is written to a temp dir and read through the real path: `Clothing1MSource`
 -> `LabelledImages` with the Clothing1M train pipeline (`build_transforms("clothing")`'s weak view: Resize(256),
 RandomCrop(224), flip, normalize) -> `EpochSampler` -> `DataLoader`. Per worker count: images/s over one pass
 (after the first batch, which pays the workers' start) and per worker. Per image, in this process on one thread:
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lnl.data.fakedata import write_clothing1m
 from lnl.data.loading import EpochSampler, LabelledImages, _sample_seed
 from lnl.data.sources import IMAGENET_MEAN, IMAGENET_STD, create_source
 from lnl.data.transforms import build_transforms
+from lnl.tools.fakedata import write_clothing1m
 
 
 @dataclass
@@ -157,7 +157,7 @@ def format_report(r: LoaderReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lnl.bench_loader", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m lnl.tools.bench_loader", description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--size", type=int, default=256, help="side of the generated JPEGs")
     p.add_argument("--crop", type=int, default=224, help="crop of the transforms (Clothing1M: 224)")

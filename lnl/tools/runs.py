@@ -25,8 +25,8 @@ from typing import NoReturn
 
 import yaml
 
-from lnl.aggregate import write_atomic
 from lnl.errors import ConfigError
+from lnl.tools.aggregate import write_atomic
 
 CONFIGS = Path("configs")
 

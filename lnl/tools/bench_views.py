@@ -1,6 +1,6 @@
 """Time of the device views (`lnl.data.device_views`) per batch: host time to draw and launch, wall time to done.
 
-`python -m lnl.bench_views --device cuda` (or `run_views_bench(...)` from another bench): for each view of the
+`python -m lnl.tools.bench_views --device cuda` (or `run_views_bench(...)` from another bench): for each view of the
 CIFAR family on random uint8 images, the host milliseconds of `DeviceViews.plan` + `apply` (what the training
 loop's thread spends; on a GPU the kernels run behind it) and the wall milliseconds until the batch is done.
 """

@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from lnl.preflight import checkpoint_run_dir
 from lnl.report.class_names import name_of
-from lnl.run_guard import write_new_file
+from lnl.run.preflight import checkpoint_run_dir
+from lnl.run.run_guard import write_new_file
 
 TOP_K = 5
 

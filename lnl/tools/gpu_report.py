@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lnl.bench import BenchResult
-from lnl.gpu_fits import FitRun
+from lnl.tools.bench_measure import BenchResult
+from lnl.tools.gpu_fits import FitRun
 
 AFTER_TRAINING_MAX_S = 30.0
 DML_STEPS_MIN = 12.0
@@ -18,7 +18,7 @@ POST_TRAINING_FITS = ("dml", "emlc", "mwnet", "simclr")  # issue 19: each <= 30 
 
 @dataclass
 class BenchSection:
-    """One `lnl.bench` run of CE (+ the plain loop) on a backbone, batch and precision."""
+    """One `lnl.tools.bench` run of CE (+ the plain loop) on a backbone, batch and precision."""
 
     name: str
     backbone: str
@@ -75,7 +75,7 @@ def verdicts(report: GpuCheckReport) -> list[Verdict]:
                            f"{'yes' if f.results_json else 'no'}", "exit 0 and the file", "PASS" if fit_ok(f) else "FAIL"))  # fmt: skip
         if gpu and (
             f.stream_mismatch_warnings or name.startswith("dml")
-        ):  # lnl/ddp.py; DML printed it before
+        ):  # lnl/run/ddp.py; DML printed it before
             status = "FAIL" if f.stream_mismatch_warnings else "PASS"
             out.append(Verdict(f"{name}: AccumulateGrad stream-mismatch warnings", str(f.stream_mismatch_warnings),
                                "0", status))  # fmt: skip
@@ -151,7 +151,7 @@ def summary(report: GpuCheckReport) -> str:
     lines += [
         f"profile of {f.name} failed: {f.probe.profile_error}" for f in report.fits if f.probe.profile_error
     ]
-    lines += ["", "## lnl's CE step against a plain PyTorch loop (`lnl.bench`, data on the device)", "",
+    lines += ["", "## lnl's CE step against a plain PyTorch loop (`lnl.tools.bench`, data on the device)", "",
               "| backbone | batch | precision | CE ms | plain ms | CE / plain | CE peak MB | plain peak MB |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in report.benches:

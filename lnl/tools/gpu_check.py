@@ -1,13 +1,13 @@
-"""`python -m lnl.gpu_check [--cpu-fallback] [--out DIR]`: issue 19's GPU acceptance in one command (`make gpu-check`).
+"""`python -m lnl.tools.gpu_check [--cpu-fallback] [--out DIR]`: issue 19's GPU acceptance in one command (`make gpu-check`).
 
 On one CUDA GPU, within a time budget (default 540 s):
 1. `lnl fit` of DML, CE, EMLC, MW-Net and SimCLR on their CIFAR-10 configs (`dml_cifar10_sym40`, `ce_cifar10_sym40`,
    `emlc_cifar10_unif50`, `mwnet_cifar10_unif40`, `simclr_cifar10`), bf16-mixed on one device, and DML once more
    with `strategy: ddp` on one device, on CIFAR-10 pickles written in the real format (1,000 images per class),
-   each stopped after a step budget by `lnl.gpu_probe.FitProbe`: exit 0, results.json, wall - training time;
+   each stopped after a step budget by `lnl.tools.gpu_probe.FitProbe`: exit 0, results.json, wall - training time;
 2. from the DML and CE fits: steady training steps/s and images/s, SM busy % (median of 1 s samples), peak memory,
    the projected wall time of the config's full schedule, and a `torch.profiler` breakdown of 5 steps;
-3. `lnl.bench` of CE against the plain PyTorch loop on `wrn28_2` batch 100 and on the CIFAR-10 configs' backbones
+3. `lnl.tools.bench` of CE against the plain PyTorch loop on `wrn28_2` batch 100 and on the CIFAR-10 configs' backbones
    (`wrn28_10` batch 128 of DML / MW-Net, `preact_resnet18_cifar` batch 128 of CE), fp32 (TF32) and bf16-mixed.
 `gpu_check.json` and `gpu_check.md` (printed at the end) are rewritten after every part, with PASS / FAIL for each
 threshold of issue 19. Without CUDA, or with `--cpu-fallback`, the same code runs at tiny sizes on the CPU (what the
@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from lnl.bench import BenchError, parse_args, run_bench
-from lnl.data.fakedata import write_cifar10
-from lnl.gpu_fits import CONFIGS, FitSpec, run_fit
-from lnl.gpu_report import BenchSection, GpuCheckReport, fit_ok, summary, write_report
+from lnl.tools.bench import parse_args, run_bench
+from lnl.tools.bench_measure import BenchError
+from lnl.tools.fakedata import write_cifar10
+from lnl.tools.gpu_fits import CONFIGS, FitSpec, run_fit
+from lnl.tools.gpu_report import BenchSection, GpuCheckReport, fit_ok, summary, write_report
 
 FITS = (
     FitSpec("dml", "dml_cifar10_sym40.yaml", 150, profile=True),
@@ -169,7 +170,7 @@ def run_check(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lnl.gpu_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m lnl.tools.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument(
         "--cpu-fallback", action="store_true", help="tiny sizes on the CPU (the default without CUDA)"
     )
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     fits = tuple(n for n in args.fits.split(",") if n)
     if not set(fits) <= known:
         print(
-            f"lnl.gpu_check: error: --fits {args.fits!r}: allowed {','.join(sorted(known))}", file=sys.stderr
+            f"lnl.tools.gpu_check: error: --fits {args.fits!r}: allowed {','.join(sorted(known))}",
+            file=sys.stderr,
         )
         return 2
     cpu = args.cpu_fallback or not torch.cuda.is_available()

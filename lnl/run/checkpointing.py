@@ -12,7 +12,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lnl.errors import ConfigError
+from lnl.validation import off_or_positive
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -39,9 +39,7 @@ class RollingCheckpoint(ModelCheckpoint):
 
     def __init__(self, *args: Any, every_n_steps: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if every_n_steps < 0:
-            raise ConfigError(f"last_checkpoint.every_n_steps = {every_n_steps}: must be 0 (off) or positive")
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = off_or_positive("last_checkpoint.every_n_steps", every_n_steps)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int

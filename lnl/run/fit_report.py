@@ -26,7 +26,7 @@ from lnl.report.pictures import (
     plot_per_class_accuracy,
     plot_transitions,
 )
-from lnl.watchdog import beat
+from lnl.run.watchdog import beat
 
 PER_CLASS_KEY = re.compile(r"_c\d{3}$")
 
@@ -94,7 +94,7 @@ def write_run_report(trainer: Trainer, model: LightningModule, datamodule: Any, 
     os.makedirs(run_dir, exist_ok=True)
     model.to(trainer.strategy.root_device)
     beat("after fit: label report")
-    report = collect_label_report(model, datamodule, datamodule.hparams.eval_batch_size)
+    report = collect_label_report(model, datamodule, datamodule.hparams.eval_batch_size, beat)
     beat("after fit: label report files and pictures")
     summary = summarize(report, model.num_classes)
     files = [

@@ -1,7 +1,7 @@
 """The `lnl fit` part of `make gpu-check`: one subprocess per fit, SM-busy sampling, the paper-schedule projection.
 
 Each fit runs its CIFAR-10 config on generated CIFAR-10 pickles (the real on-disk format) with a `FitProbe`
-(lnl/gpu_probe.py) that stops it after a step budget. The parent samples the GPU's busy percentage once a second
+(lnl/tools/gpu_probe.py) that stops it after a step budget. The parent samples the GPU's busy percentage once a second
 (NVML through `pynvml` when installed, else `nvidia-smi --query-gpu=timestamp,utilization.gpu -lms 1000`) and keeps
 the samples inside the probe's training window, validations and its first seconds left out; their median is the
 fit's SM-busy %. `after_training_s` = wall time - training time: startup, tests, label report, results.json.
@@ -25,9 +25,9 @@ from typing import IO, Any
 
 import yaml
 
-from lnl.gpu_probe import ProbeRecord
+from lnl.tools.gpu_probe import ProbeRecord
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # lnl/tools/gpu_fits.py -> the repository
 CIFAR10_TRAIN = 50_000
 STREAM_WARNING = "The AccumulateGrad node's stream does not match"
 SM_SKIP_S = 3.0  # samples of the first seconds of training (cuDNN autotuning, warm-up) are left out
@@ -187,11 +187,11 @@ def run_fit(spec: FitSpec, data_root: Path, out: Path, *, cpu: bool, timeout_s: 
         "warmup": warmup,
         "profile_steps": profile_steps if spec.profile else 0,
     }
-    probe_cfg.write_text(json.dumps({"trainer": {"callbacks": [{"class_path": "lnl.gpu_probe.FitProbe",
+    probe_cfg.write_text(json.dumps({"trainer": {"callbacks": [{"class_path": "lnl.tools.gpu_probe.FitProbe",
                                                                 "init_args": init}]}}))  # fmt: skip
     cmd = fit_command(spec, data_root, out, probe_cfg, cpu, overrides)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **({"OMP_NUM_THREADS": "1"} if cpu else {}))
-    package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very lnl
+    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very lnl
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     run = FitRun(spec.name, spec.config, cmd, log=str(out / f"fit_{spec.name}.log"))
     started = time.time()
@@ -203,7 +203,7 @@ def run_fit(spec: FitSpec, data_root: Path, out: Path, *, cpu: bool, timeout_s: 
         profile = raw.pop("profile", None)
         run.probe = ProbeRecord(**raw)
         if profile:
-            from lnl.gpu_probe import ProfileBreakdown
+            from lnl.tools.gpu_probe import ProfileBreakdown
 
             run.probe.profile = ProfileBreakdown(**profile)
         run.startup_s = round(run.probe.train_start_at - started, 2)

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lnl.errors import ConfigError
+from lnl.validation import off_or_positive
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,7 @@ class StallWatchdog(Callback):
     """
 
     def __init__(self, timeout_s: float = 600.0) -> None:
-        if timeout_s < 0:
-            raise ConfigError(
-                f"watchdog.timeout_s = {timeout_s}: must be 0 (off) or a positive number of seconds"
-            )
-        self.timeout_s = float(timeout_s)
+        self.timeout_s = float(off_or_positive("watchdog.timeout_s", timeout_s, "seconds"))
         self.path: str | None = None
         self.stage = ""
         self._file: IO[str] | None = None

@@ -1,10 +1,10 @@
-"""`lnl` command line: a LightningCLI in subclass mode; after `fit`, honest test of last and best-val checkpoints."""
+"""`lnl fit|validate|test|predict`: a LightningCLI in subclass mode; after `fit`, an honest test of the last and
+best-val checkpoints (lnl/run/results.py)."""
 
 from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import sys
 import warnings
@@ -21,9 +21,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lnl import preflight, run_guard
-from lnl.checkpointing import AtomicCheckpointIO, RollingCheckpoint
-from lnl.console import (
+from lnl.data.datamodule import NoisyLabelDataModule
+from lnl.errors import ConfigError, check_yaml_files, parse_error_line
+from lnl.methods.base import LNLModule, NonFiniteError
+from lnl.run import preflight, run_guard
+from lnl.run.checkpointing import AtomicCheckpointIO, RollingCheckpoint
+from lnl.run.console import (
     HELP_EPILOG,
     EpochLine,
     HelpFormatter,
@@ -32,17 +35,13 @@ from lnl.console import (
     silence_seed_line,
     silence_tips,
 )
-from lnl.data.datamodule import NoisyLabelDataModule
-from lnl.data.seed import run_seed
-from lnl.ddp import build_ddp_on_current_stream
-from lnl.errors import ConfigError, check_yaml_files, parse_error_line
-from lnl.methods.base import LNLModule, NonFiniteError
-from lnl.paper_protocol import paper_protocol_results
-from lnl.predict import PredictionWriter
-from lnl.report.run import EpochHistory, publish_to_wandb, write_run_report
-from lnl.resume import continue_metrics
-from lnl.watchdog import StallWatchdog, beat
-from lnl.watchdog import stop as stop_watchdog
+from lnl.run.ddp import build_ddp_on_current_stream
+from lnl.run.fit_report import EpochHistory
+from lnl.run.predict import PredictionWriter
+from lnl.run.results import finish_fit
+from lnl.run.resume import continue_metrics
+from lnl.run.watchdog import StallWatchdog
+from lnl.run.watchdog import stop as stop_watchdog
 
 RUN_ROOT = "runs"
 
@@ -90,7 +89,7 @@ class LNLCLI(LightningCLI):
         parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
         # Best-val checkpoint (model selection) and a separate rolling `last.ckpt` written every epoch (Lightning's
         # own save_last only writes when a top-k checkpoint was written in the same step) and, with
-        # `last_checkpoint.every_n_steps: N`, every N steps inside an epoch (lnl/checkpointing.py).
+        # `last_checkpoint.every_n_steps: N`, every N steps inside an epoch (lnl/run/checkpointing.py).
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(RollingCheckpoint, "last_checkpoint")
         parser.add_argument(
@@ -124,7 +123,7 @@ class LNLCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO, with
-        DDP built on the current CUDA stream (lnl/ddp.py).
+        DDP built on the current CUDA stream (lnl/run/ddp.py).
 
         First, while nothing is printed or written yet, the checks that need the built model and data."""
         subcommand = self.config.get("subcommand")
@@ -213,69 +212,17 @@ class LNLCLI(LightningCLI):
             checkpoint.monitor = None  # no validation set: keep the last checkpoint only
 
     def after_fit(self) -> None:
-        trainer, model, datamodule = self.trainer, self.model, self.datamodule
-        if trainer.interrupted or trainer.state.status.value == "interrupted":
-            return
-        checkpoint = trainer.checkpoint_callback
-        best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
-        last = best = None
-        if datamodule.has_test_set:  # metric rows say which checkpoint they came from
-            beat("after fit: test of the last weights")
-            model.metric_suffix = "_last"
-            last = trainer.test(model, datamodule=datamodule, verbose=False)
-            model.metric_suffix = "_best_val"
-            if best_path:  # loads the best-val weights into `model`
-                beat("after fit: test of the best-val checkpoint")
-                best = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
-            model.metric_suffix = ""
-        elif best_path:
-            beat("after fit: loading the best-val checkpoint")
-            model.restore(preflight.read_checkpoint(best_path))
-        best_score = checkpoint.best_model_score if checkpoint is not None else None
-        data = datamodule.record()
-        results = {
-            **_test_metrics(last),
-            **_test_metrics(best),
-            "val/acc_best": float(best_score) if best_score is not None else None,
-            "train/skipped_nonfinite": model.skipped_nonfinite,
-            "noise/realized_rate": data.realized_rate,
-            "method": type(model).__name__,
-            "dataset": data.dataset,
-            "noise": data.noise,
-            "seed": run_seed(-1),
-            "noise_seed": data.noise_seed,
-            "split_seed": data.split_seed,
-            "labels_sha256": data.labels_sha256,
-            "clean_budget": data.clean_budget,
-            "best_checkpoint": best_path,
-        }
-        results.setdefault("test/acc_best_val", None)
-        results |= paper_protocol_results(
-            trainer
-        )  # an official script's number, beside (never instead of) ours
-        run_dir = trainer.log_dir or RUN_ROOT  # a collective call under DDP: every rank asks
-        if trainer.is_global_zero:
-            report = write_run_report(
-                trainer, model, datamodule, run_dir, "best_val" if best_path else "last"
-            )
-            results |= report.results
-            results = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in results.items()}
-            results_path = os.path.join(run_dir, "results.json")
-            with open(results_path, "w") as f:
-                json.dump(results, f, indent=2, default=str)
-            files = [os.path.join(run_dir, "labels.csv"), *report.files, results_path]
-            beat("after fit: W&B upload")
-            publish_to_wandb(trainer, results, report.pictures, files)
-            print(summary(results, run_dir), flush=True)  # a log file sees it now, not only at exit
-        for logger in trainer.loggers:  # flush and close the W&B run: the fit is complete
-            if isinstance(logger, WandbLogger) and logger._experiment is not None:
-                beat("after fit: closing the W&B run")
-                logger.experiment.finish()
+        finish_fit(self.trainer, self.model, self.datamodule, RUN_ROOT)
 
 
-def _test_metrics(outputs: list[dict[str, float]] | None) -> dict[str, float]:
-    """The `test/...` metrics of `trainer.test` outputs (already tagged with their checkpoint)."""
-    return {k: float(v) for k, v in (outputs[0] if outputs else {}).items() if k.startswith("test/")}
+def quiet() -> None:
+    """Lightning's tips, seed line and advice that do not apply here stay unprinted (fit and `lnl report`)."""
+    silence_tips()
+    silence_seed_line()
+    silence_presynced_advice()
+    # LightningCLI warns when args are passed (argv minus --debug; lnl report)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
 
 
 def _run_logger_args(trainer: Any) -> Any:
@@ -288,38 +235,6 @@ def _run_logger_args(trainer: Any) -> Any:
     return None
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def summary(results: dict[str, Any], run_dir: str) -> str:
-    """A short human summary of a finished run."""
-    noise = results["noise"]
-    realized = results["noise/realized_rate"]
-    if noise["kind"] == "none":  # nothing added: the source's own labels (Clothing1M, your folder_csv)
-        labels = "labels as given" + (
-            "" if realized is None else f" (wrong among known truths {_fmt(realized)})"
-        )
-    else:
-        labels = f"{noise['tag']} noise (realized rate {_fmt(realized)})"
-    lines = [
-        f"\nlnl: {results['method']} on {results['dataset']} with {labels}",
-        f"  test acc (best val ckpt) {_fmt(results['test/acc_best_val'])} | "
-        f"test acc (last) {_fmt(results.get('test/acc_last'))} | best val acc {_fmt(results['val/acc_best'])}",
-    ]
-    if "report/n_flagged" in results:
-        line = (
-            f"  label report: {results['report/n_flagged']} of {results['report/n_samples']} noisy-part labels "
-            f"flagged, estimated noise rate {_fmt(results['report/noise_rate_estimate'])}"
-        )
-        if results.get("report/auroc") is not None:
-            line += f", issue-score AUROC {_fmt(results['report/auroc'])}"
-        lines.append(line + " (label_report.csv, corrected_labels.csv)")
-        lines.append(f"  corrected labels: {results.get('report/decision', '')}")
-    lines.append(f"  run directory: {run_dir}\n")
-    return "\n".join(lines)
-
-
 def main(args: list[str] | None = None) -> int:
     """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2.
 
@@ -328,24 +243,7 @@ def main(args: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     debug = "--debug" in argv or os.environ.get("LNL_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
-    silence_tips()
-    silence_seed_line()
-    silence_presynced_advice()
-    # LightningCLI warns when args are passed (argv minus --debug; lnl report)
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
-    if argv[:1] == ["aggregate"]:  # not a LightningCLI subcommand: results table from run directories
-        from lnl.aggregate import main as aggregate_main
-
-        return aggregate_main(argv[1:])
-    if argv[:1] == ["report"]:  # not a LightningCLI subcommand: the label report of a saved checkpoint
-        from lnl.report.command import main as report_main
-
-        return report_main(argv[1:])
-    if argv[:1] == ["runs"]:  # not a LightningCLI subcommand: the `lnl fit` commands of a table x seeds
-        from lnl.runs import main as runs_main
-
-        return runs_main(argv[1:])
+    quiet()
     torch.set_float32_matmul_precision("high")
     try:
         check_yaml_files(argv)
@@ -357,7 +255,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"lnl: error: {message}", file=sys.stderr)
         return 2
     finally:
-        stop_watchdog()  # done; the interpreter's exit handlers are watched again (lnl/watchdog.py)
+        stop_watchdog()  # done; the interpreter's exit handlers are watched again (lnl/run/watchdog.py)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Tiny datasets written in their REAL on-disk formats, for tests and `lnl.gpu_check` (no downloads anywhere).
+"""Tiny datasets written in their REAL on-disk formats, for tests and `lnl.tools.gpu_check` (no downloads anywhere).
 
 CIFAR pickles are written the way the originals were (Python 2 pickles: dict keys and strings are py2
 ``str``), so ``pickle.load(f, encoding="latin1")`` (torchvision) yields ``"data"`` keys and
@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from lnl.validation import registered
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_FINE = """\
@@ -142,10 +144,9 @@ def _flip(y: np.ndarray, idx: np.ndarray, num_classes: int, rng: np.random.Gener
     return out
 
 
-def _cifar10n_entries(
-    clean: np.ndarray, worse: np.ndarray, wrong: np.ndarray, rate: float, rng: np.random.Generator
-) -> dict:
-    n, obj = len(clean), {"clean_label": clean, "worse_label": worse}
+def _cifar10_n(clean: np.ndarray, wrong: np.ndarray, worse: np.ndarray, rate: float, rng) -> dict:
+    n = len(clean)
+    obj = {"clean_label": clean, "worse_label": worse}
     counts = {f"random_label{k}": round(rate * n / 2) for k in (1, 2, 3)}
     for key, m in {**counts, "aggre_label": round(rate * n / 4)}.items():
         lab = clean.copy()
@@ -155,15 +156,13 @@ def _cifar10n_entries(
     return obj
 
 
-def _cifar100n_entries(
-    clean: np.ndarray, worse: np.ndarray, wrong: np.ndarray, rate: float, rng: np.random.Generator
-) -> dict:
+def _cifar100_n(clean: np.ndarray, wrong: np.ndarray, worse: np.ndarray, rate: float, rng) -> dict:
     coarse = CIFAR100_COARSE_OF_FINE
     return {"clean_label": clean, "noisy_label": worse, "noisy_coarse_label": coarse[worse],
             "clean_coarse_label": coarse[clean]}  # fmt: skip
 
 
-_CIFAR_N = {"cifar10": (10, _cifar10n_entries), "cifar100": (100, _cifar100n_entries)}  # kind -> (C, entries)
+CIFAR_N = {"cifar10": (10, _cifar10_n), "cifar100": (100, _cifar100_n)}  # kind -> (classes, label arrays)
 
 
 def write_cifar_n(path, clean_labels, noise_rate: float, seed: int = 0, kind: str = "cifar10") -> Path:
@@ -174,13 +173,13 @@ def write_cifar_n(path, clean_labels, noise_rate: float, seed: int = 0, kind: st
     wrong, likewise). cifar100 (CIFAR-100_human.pt): ``clean_label``, ``noisy_label`` (round(rate*n) wrong)
     and the coarse versions ``clean_coarse_label``, ``noisy_coarse_label``.
     """
-    if kind not in _CIFAR_N:
-        raise ValueError(f"kind = {kind!r}: allowed are {', '.join(map(repr, _CIFAR_N))}")
-    num_classes, entries = _CIFAR_N[kind]
+    num_classes, label_arrays = registered("kind", kind, CIFAR_N)
     rng = np.random.default_rng(seed)
     clean = np.asarray(clean_labels, dtype=np.int64)
-    wrong = rng.permutation(len(clean))[: round(noise_rate * len(clean))]
-    obj = entries(clean, _flip(clean, wrong, num_classes, rng), wrong, noise_rate, rng)
+    n = len(clean)
+    wrong = rng.permutation(n)[: round(noise_rate * n)]
+    worse = _flip(clean, wrong, num_classes, rng)
+    obj = label_arrays(clean, wrong, worse, noise_rate, rng)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from lnl.errors import ConfigError
+from lnl.validation import existing_file
 
 
 def main(argv: list[str]) -> int:
@@ -23,6 +24,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", help="the run's config (default: config.yaml of the checkpoint's run)")
     parser.add_argument("--out", help="output directory (default: the checkpoint's run directory)")
     args = parser.parse_args(argv)
+    from lnl.run.cli import quiet
+
+    quiet()
     try:
         return _report(Path(args.ckpt_path), args.config, args.out)
     except ConfigError as error:
@@ -31,15 +35,14 @@ def main(argv: list[str]) -> int:
 
 
 def _report(ckpt: Path, config: str | None, out: str | None) -> int:
-    from lnl.cli import LNLCLI
-    from lnl.preflight import checkpoint_run_dir, read_checkpoint
-    from lnl.report.run import EpochHistory, write_run_report
+    from lnl.run.cli import LNLCLI
+    from lnl.run.fit_report import EpochHistory, write_run_report
+    from lnl.run.preflight import checkpoint_run_dir, read_checkpoint
 
     state = read_checkpoint(ckpt)  # one clear line for a missing, truncated or foreign file
     run_dir = checkpoint_run_dir(ckpt)
     config = config or str(run_dir / "config.yaml")
-    if not Path(config).is_file():
-        raise ConfigError(f"config = {config}: file not found; pass --config with the run's config")
+    existing_file("config", config, "pass --config with the run's config")
     settings = yaml.safe_load(Path(config).read_text())
     for key in ("ckpt_path", "weights_only"):  # a fit's saved config holds its subcommand's own arguments
         settings.pop(key, None)

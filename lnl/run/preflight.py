@@ -19,6 +19,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lnl.errors import ConfigError
+from lnl.validation import at_least
 
 _VERSION = re.compile(r"^version_(\d+)$")
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # `--ckpt_path=last`: Lightning finds the file
@@ -150,16 +151,20 @@ def _as_dict(value: Any) -> dict[str, Any]:
 def check_data_values(data: Any) -> None:
     """ConfigError for data values the loaders would reject only after the run directory exists."""
     workers = config_value(data, "init_args.num_workers")
-    if workers is not None and workers < 0:
-        raise ConfigError(
-            f"data.init_args.num_workers = {workers}: must be 0 (load in the main process) or a positive number "
-            "of loader processes"
+    if workers is not None:
+        at_least(
+            "data.init_args.num_workers",
+            workers,
+            0,
+            "0 (load in the main process) or a positive number of loader processes",
         )
     size = config_value(data, "init_args.folder.image_size")
-    if size is not None and size < 1:
-        raise ConfigError(
-            f"data.init_args.folder.image_size = {size}: must be a positive number of pixels (about your "
-            "images' size, e.g. 32)"
+    if size is not None:
+        at_least(
+            "data.init_args.folder.image_size",
+            size,
+            1,
+            "a positive number of pixels (about your images' size, e.g. 32)",
         )
 
 

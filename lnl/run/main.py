@@ -1,7 +1,8 @@
 """The `lnl` console script: a light dispatcher that imports torch and Lightning only for a command that needs them.
 
-`lnl --help` and `lnl --version` answer from here without importing either; `fit`, `validate`, `test`, `predict`
-and `report` go to `lnl.cli.main` (the LightningCLI), `aggregate` and `runs` to their own small modules.
+`lnl --help` and `lnl --version` answer from here without importing either. One module per subcommand:
+`fit`, `validate`, `test` and `predict` go to `lnl.run.cli` (the LightningCLI), `report` to `lnl.run.report`,
+`aggregate` and `runs` to `lnl.tools.aggregate` and `lnl.tools.runs`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,20 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "fit": Command(
-        "lnl.cli", True, "train a method on noisy labels into a new run directory (or resume one)"
+        "lnl.run.cli", True, "train a method on noisy labels into a new run directory (or resume one)"
     ),
-    "validate": Command("lnl.cli", True, "validation accuracy of a checkpoint (--ckpt_path required)"),
-    "test": Command("lnl.cli", True, "test accuracy of a checkpoint (--ckpt_path required)"),
-    "predict": Command("lnl.cli", True, "predictions.csv of a checkpoint for a split or new images"),
-    "report": Command("lnl.cli", True, "label report, corrected labels and noise estimate of a checkpoint"),
-    "aggregate": Command("lnl.aggregate", False, "results table (mean ± std over seeds) of finished runs"),
-    "runs": Command("lnl.runs", False, "the `lnl fit` commands (or a SLURM script) of a paper table x seeds"),
+    "validate": Command("lnl.run.cli", True, "validation accuracy of a checkpoint (--ckpt_path required)"),
+    "test": Command("lnl.run.cli", True, "test accuracy of a checkpoint (--ckpt_path required)"),
+    "predict": Command("lnl.run.cli", True, "predictions.csv of a checkpoint for a split or new images"),
+    "report": Command(
+        "lnl.run.report", False, "label report, corrected labels and noise estimate of a checkpoint"
+    ),
+    "aggregate": Command(
+        "lnl.tools.aggregate", False, "results table (mean ± std over seeds) of finished runs"
+    ),
+    "runs": Command(
+        "lnl.tools.runs", False, "the `lnl fit` commands (or a SLURM script) of a paper table x seeds"
+    ),
 }
 
 

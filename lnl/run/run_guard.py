@@ -11,7 +11,7 @@ from typing import Any
 from lnl.data.datamodule import DataRequirements, NoisyLabelDataModule
 from lnl.errors import ConfigError
 from lnl.methods.base import LNLModule, check_manual_trainer_settings
-from lnl.preflight import RunDir, check_data_settings
+from lnl.run.preflight import RunDir, check_data_settings
 
 RESULTS = "results.json"  # written at the end of `lnl fit`: a run that has it is finished
 DATA_STATE = "NoisyLabelDataModule"  # the data module's entry in a checkpoint
