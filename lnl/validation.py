@@ -77,3 +77,11 @@ def existing_file(name: str, path: str | os.PathLike[str], hint: str = "") -> st
     if not os.path.isfile(path):
         fail(name, path, "file not found" + (f"; {hint}" if hint else ""))
     return path
+
+
+def known_keys(what: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """Refuse option names not in `allowed`: `<what> ['k']: unknown; allowed are ['a', 'b']` (sorted)."""
+    allowed = list(allowed)
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{what} {unknown}: unknown; allowed are {allowed}")

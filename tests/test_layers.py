@@ -177,28 +177,9 @@ def long_files(layer: str) -> list[str]:
     )
 
 
-def _per_layer(failing: dict[str, str]) -> list:
-    """One case per layer; the layers in `failing` are xfail (strict=False) with their reason."""
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=False, reason=failing[name]))
-        if name in failing
-        else name
-        for name in NAMES
-    ]
-
-
-HG = "until the hypergrad branch lands (issue 23 item 1/4)"
-DATA = "until the data branch lands (issue 23 items 2-3)"
-
-
 @pytest.mark.parametrize(
     "layer",
-    _per_layer(
-        {
-            "core": f"lnl.losses -> lnl.hypergrad.functional (`wide`) {HG}",
-            "models": f"lnl.models.teachers -> lnl.hypergrad.functional (`wide`) {HG}",
-        }
-    ),
+    NAMES,
 )
 def test_no_module_imports_from_a_layer_above(layer):
     assert upward_imports(layer) == []
@@ -206,7 +187,7 @@ def test_no_module_imports_from_a_layer_above(layer):
 
 @pytest.mark.parametrize(
     "layer",
-    _per_layer({"data": f"lnl.data.sources <-> lnl.data.file_sources (bottom-of-file import) {DATA}"}),
+    NAMES,
 )
 def test_no_import_cycle(layer):
     assert cycles(layer) == []
@@ -214,14 +195,7 @@ def test_no_import_cycle(layer):
 
 @pytest.mark.parametrize(
     "layer",
-    _per_layer(
-        {
-            "core": f"losses.py corrupt_odd_positions switches on kind (EMLC's corruption) {HG}",
-            "data": f"noise.py, device_views.py, file_sources.py switch on kind {DATA}",
-            "hypergrad": f"weights.py switches on kind {HG}",
-            "methods": f"selection.py switches on rule, bilevel.py / emlc.py on kind {HG}",
-        }
-    ),
+    NAMES,
 )
 def test_no_string_switch_on_kind_or_rule(layer):
     assert string_switches(layer) == []
@@ -229,12 +203,7 @@ def test_no_string_switch_on_kind_or_rule(layer):
 
 @pytest.mark.parametrize(
     "layer",
-    _per_layer(
-        {
-            "data": f"datamodule.py 535, noise.py 463, file_sources.py 331, sources.py 314 lines {DATA}",
-            "methods": f"selection.py 511, base.py 359 lines {HG} {DATA}",
-        }
-    ),
+    NAMES,
 )
 def test_no_file_over_300_lines(layer):
     assert long_files(layer) == []
@@ -242,13 +211,7 @@ def test_no_file_over_300_lines(layer):
 
 @pytest.mark.parametrize(
     "layer",
-    _per_layer(
-        {
-            "data": f"noise.py, datamodule.py, sources.py (options) spell their allowed values {DATA}",
-            "hypergrad": f"estimators.py, feedback.py spell their allowed values {HG}",
-            "methods": f"selection.py and bilevel.check_choice spell their allowed values {HG}",
-        }
-    ),
+    NAMES,
 )
 def test_choices_are_checked_by_lnl_validation(layer):
     assert respelled_choices(layer) == []

@@ -20,6 +20,7 @@ from lnl.data.noise import NoiseSpec
 from lnl.data.sizing import Sizing, fit_to_data
 from lnl.data.sources import create_source
 from lnl.errors import ConfigError
+from lnl.validation import one_of
 
 __all__ = ["DataRequirements", "NoisyLabelDataModule"]
 
@@ -100,14 +101,12 @@ class NoisyLabelDataModule(Loaders, LightningDataModule):
         crop_padding: Literal["constant", "reflect"] = "constant",
     ) -> None:
         super().__init__()
-        if crop_padding not in ("constant", "reflect"):
-            raise ConfigError(f"data.crop_padding = {crop_padding!r}: allowed are 'constant', 'reflect'")
+        one_of("data.crop_padding", crop_padding, ("constant", "reflect"))
         self.noise = noise or NoiseSpec()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{name} = {value}: must be a positive integer")
-        if augment_on not in ("auto", "device", "loader"):
-            raise ConfigError(f"data.augment_on = {augment_on!r}: allowed are auto, device, loader")
+        one_of("data.augment_on", augment_on, ("auto", "device", "loader"))
         if num_workers is not None and num_workers < 0:
             raise ConfigError(f"data.num_workers = {num_workers}: must be >= 0 (or null for the default)")
         self.save_hyperparameters(ignore=["noise", "folder"])

@@ -23,7 +23,7 @@ from lnl.data.seed import run_seed
 from lnl.data.source_base import ImageSet
 from lnl.data.sources import clothing_balanced_subsample
 from lnl.data.transforms import Transforms, build_transforms
-from lnl.errors import ConfigError
+from lnl.validation import one_of
 
 
 def _balanced_epoch(ids: np.ndarray, labels: np.ndarray, size: int, seed: int, epoch: int) -> np.ndarray:
@@ -194,6 +194,5 @@ class Loaders:
             return self.test_dataloader()
         ids = {"noisy": self.noisy_index, "clean": self.clean_index, "val": self.val_index,
                "train": self.labels.used_index}  # fmt: skip
-        if hp.predict_on not in ids:
-            raise ConfigError(f"data.predict_on = {hp.predict_on!r}: allowed are test, {', '.join(ids)}")
+        one_of("data.predict_on", hp.predict_on, ("test", *ids))
         return self._eval_loader(self.train_set, self.given_labels, ids[hp.predict_on])

@@ -17,6 +17,7 @@ import numpy as np
 from lnl.data.label_files import CIFARN_KEYS, check_labels, read_label_file
 from lnl.data.noise_kinds import NOISE_KINDS, NoiseKind, noise_kind
 from lnl.errors import ConfigError
+from lnl.validation import one_of
 
 __all__ = ["CIFARN_KEYS", "CLASS_CONDITIONAL", "KINDS", "NoiseSpec", "apply_noise", "corrupt_labels",
            "expected_rate", "read_label_file", "realized_rate", "transition_matrix"]  # fmt: skip
@@ -45,8 +46,7 @@ class NoiseSpec:
     def validate(self, num_classes: int) -> NoiseSpec:
         """Raise ConfigError for an unknown kind, τ ∉ [0, 1), unidentifiable symmetric τ or bad options."""
         kind = _check_kind_rate(self.kind, self.rate, num_classes, self.count)
-        if self.features not in ("raw", "normalized"):
-            raise ConfigError(f"noise.features = {self.features!r}: allowed are 'raw', 'normalized'")
+        one_of("noise.features", self.features, ("raw", "normalized"))
         if not self.idn_std > 0:
             raise ConfigError(f"noise.idn_std = {self.idn_std}: must be > 0")
         if not kind.takes_rate and self.rate != 0:
@@ -76,8 +76,7 @@ class NoiseSpec:
 
 def _check_kind_rate(kind: str, rate: float, num_classes: int, count: str = "sampled") -> NoiseKind:
     noise = noise_kind(kind)
-    if count not in ("sampled", "exact"):
-        raise ConfigError(f"noise.count = {count!r}: allowed are 'sampled', 'exact'")
+    one_of("noise.count", count, ("sampled", "exact"))
     if count == "exact" and noise.matrix is None:
         raise ConfigError(f"noise.count = 'exact': undefined for noise.kind = {kind!r}; use 'sampled'")
     if num_classes < 2:

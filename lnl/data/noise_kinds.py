@@ -16,6 +16,7 @@ import numpy as np
 
 from lnl.data.label_files import check_labels
 from lnl.errors import ConfigError
+from lnl.validation import registered
 
 Matrix = Callable[[float, int, int, "np.ndarray | None"], np.ndarray]  # (τ, C, seed, class_map) -> Q
 
@@ -58,9 +59,7 @@ def register_noise_kind(kind: NoiseKind) -> NoiseKind:
 
 def noise_kind(name: str) -> NoiseKind:
     """The registered kind `name`; ConfigError naming the allowed kinds otherwise."""
-    if name not in NOISE_KINDS:
-        raise ConfigError(f"noise.kind = {name!r}: allowed are {', '.join(NOISE_KINDS)}")
-    return NOISE_KINDS[name]
+    return registered("noise.kind", name, NOISE_KINDS)
 
 
 def _moved(target: np.ndarray, t: float) -> np.ndarray:

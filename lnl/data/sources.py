@@ -28,7 +28,7 @@ from lnl.data.source_base import (
     root_dir,
 )
 from lnl.errors import ConfigError
-from lnl.validation import positive, registered
+from lnl.validation import known_keys, positive, registered
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataSource", "ImageSet", "clothing_balanced_subsample",
            "create_source", "register_source"]  # fmt: skip
@@ -38,9 +38,7 @@ def create_source(name: str, root=None, download: bool = False, **kwargs) -> Dat
     """Build the source registered as ``name``; unknown names or options: ConfigError naming the allowed."""
     cls = registered("dataset", name, dict(sorted(SOURCES.items())))
     params = list(inspect.signature(cls.__init__).parameters)[3:]  # after self, root, download
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise ConfigError(f"dataset {name!r} options {unknown}: unknown; allowed are {params}")
+    known_keys(f"dataset {name!r} options", kwargs, params)
     return cls(root, download, **kwargs)
 
 

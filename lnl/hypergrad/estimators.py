@@ -36,6 +36,7 @@ from lnl.hypergrad.metagrad import (
 )
 from lnl.hypergrad.weights import weight_sensitivities, weighted_loss
 from lnl.losses import soft_cross_entropy
+from lnl.validation import one_of
 
 Grads = list[Tensor | None]
 Batch = tuple[Any, Tensor]
@@ -222,6 +223,5 @@ WEIGHTS: dict[str, type[WeightHypergrad]] = {c.name: c for c in (JVPWeights, Unr
 
 def create_hypergrad(name: str, family: Mapping[str, type]) -> Any:
     """The estimator called `name` in `family` (SOFT_TARGETS or WEIGHTS); a one-line ConfigError otherwise."""
-    if name not in family:
-        raise ConfigError(f"model.hypergrad = {name!r}: allowed values are {', '.join(family)}")
+    one_of("model.hypergrad", name, family)
     return family[name]()

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lnl.errors import ConfigError
 from lnl.hypergrad.distributed import all_reduce_mean_dict
 from lnl.hypergrad.functional import ParamDict, functional_forward, named_params
 from lnl.hypergrad.lookahead import Lookahead
 from lnl.numerics import wide
+from lnl.validation import one_of
 
 FeedbackSign = Literal["paper", "mpl_code"]
 FEEDBACK_SIGNS: tuple[str, ...] = ("paper", "mpl_code")
@@ -46,16 +46,13 @@ Reduce = Callable[[Tensor], Tensor]
 
 def check_sign(sign: str) -> float:
     """+1.0 for `paper`, −1.0 for `mpl_code`; ConfigError otherwise."""
-    if sign not in FEEDBACK_SIGNS:
-        raise ConfigError(f"feedback_sign = {sign!r}: allowed values are {', '.join(FEEDBACK_SIGNS)}")
+    one_of("feedback_sign", sign, FEEDBACK_SIGNS)
     return 1.0 if sign == "paper" else -1.0
 
 
 def check_mode(mode: str) -> str:
     """Validate a feedback mode name (`first_order` | `exact`)."""
-    if mode not in FEEDBACK_MODES:
-        raise ConfigError(f"feedback = {mode!r}: allowed values are {', '.join(FEEDBACK_MODES)}")
-    return mode
+    return one_of("feedback", mode, FEEDBACK_MODES)
 
 
 def _masked(loss_before: Tensor, loss_after: Tensor, mask: Tensor | None) -> Tensor:

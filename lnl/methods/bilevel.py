@@ -15,17 +15,16 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lnl.errors import ConfigError
 from lnl.hypergrad import Lookahead, named_params
 from lnl.hypergrad.distributed import all_reduce_grads
 from lnl.hypergrad.lookahead import Rule
 from lnl.methods.base import LNLModule
+from lnl.validation import one_of
 
 
 def check_choice(name: str, value: Any, allowed: tuple) -> None:
     """Raise a one-line ConfigError unless `model.<name>` is one of `allowed`."""
-    if value not in allowed:
-        raise ConfigError(f"model.{name} = {value!r}: allowed values are {', '.join(map(str, allowed))}")
+    one_of(f"model.{name}", value, allowed)
 
 
 class GoldSplit(NamedTuple):

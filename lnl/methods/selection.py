@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from lnl.errors import ConfigError
 from lnl.hypergrad.distributed import all_gather_rows
 from lnl.methods.selection_rules import ESTIMATORS, create_rule
+from lnl.validation import one_of
 
 
 @dataclass
@@ -79,10 +80,7 @@ class SelectionConfig:
             raise ConfigError(
                 f"selection.refresh_every = {self.refresh_every}: must be >= 1 or null (once per epoch)"
             )
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(
-                f"selection.estimator = {self.estimator!r}: allowed values are {', '.join(ESTIMATORS)}"
-            )
+        one_of("selection.estimator", self.estimator, ESTIMATORS)
         return self
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -41,9 +41,33 @@ from torch import Tensor
 from lnl.errors import ConfigError
 from lnl.hypergrad.feedback import per_class_feedback
 from lnl.methods.mixture import two_gaussian_weight, two_segment_split
+from lnl.validation import one_of
 
-if TYPE_CHECKING:
-    from lnl.methods.selection import SmallLossSelector
+
+class SmallLossSelector(Protocol):
+    """The state of `lnl.methods.selection.SmallLossSelector` a rule reads and moves (a protocol, so that the rules
+    never import the selector that builds them)."""
+
+    options: Any  # SelectionConfig
+    num_classes: int
+    ratio: Tensor
+    target: Tensor
+    thresholds: Tensor
+    bank: Tensor
+    bank_labels: Tensor
+    evidence: Tensor
+    evidence_seen: Tensor
+    h_ema: Tensor
+    h_ema_global: Tensor
+    h_sum: Tensor
+    last_refresh_epoch: Tensor
+
+    def h_threshold(self) -> float: ...
+    def update_bank(self, index: Tensor, labels: Tensor, scores: Tensor) -> None: ...
+    def refresh_thresholds(self, epoch: int) -> None: ...
+    def needs_refresh(self, epoch: int) -> bool: ...
+    def count(self, index: Tensor, mask: Tensor) -> None: ...
+
 
 Reduce = Callable[[Tensor], Tensor]
 
@@ -265,6 +289,5 @@ ALIASES: dict[str, str] = {"per_class": "sign_drift"}  # the name of `sign_drift
 
 def create_rule(name: str) -> SelectionRule:
     """The selection rule called `name` (or an alias); a one-line ConfigError otherwise."""
-    if name not in RULES and name not in ALIASES:
-        raise ConfigError(f"selection.rule = {name!r}: allowed values are {', '.join([*RULES, *ALIASES])}")
+    one_of("selection.rule", name, [*RULES, *ALIASES])
     return RULES[ALIASES.get(name, name)]()
