@@ -5,6 +5,7 @@ resume and faults")."""
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from lnl.methods.base import LNLModule, check_manual_trainer_settings
 from lnl.preflight import RunDir, check_data_settings
 
 RESULTS = "results.json"  # written at the end of `lnl fit`: a run that has it is finished
+LOCK = "lnl.lock"  # held by the `lnl fit` writing a run directory (`lock_run_dir`)
 DATA_STATE = "NoisyLabelDataModule"  # the data module's entry in a checkpoint
 
 
@@ -110,7 +112,7 @@ def resume_in_place(run: RunDir, ckpt_path: str, resume_other_run: bool) -> bool
 
 def check_new_run_dir(directory: Path, what: str) -> None:
     """ConfigError when a fit would write into a directory that already holds a run (an explicit logger version)."""
-    if directory.is_dir() and any(directory.iterdir()):
+    if directory.is_dir() and any(p.name != LOCK for p in directory.iterdir()):
         raise ConfigError(
             f"{what}: {str(directory)!r} already holds a run; leave the version unset (a new version_N is "
             "made) or resume that run with --ckpt_path"
@@ -138,3 +140,68 @@ def write_new_file(path: Path, text: str) -> Path:
             return target
         except FileExistsError:
             continue
+
+
+_held: list[tuple[Path, int, Path | None]] = []  # (lock file, its descriptor, the top folder we made, if any)
+
+
+def _holder(lock: Path) -> str:
+    try:
+        return f"process {int(lock.read_text().split()[0])}"
+    except (OSError, ValueError, IndexError):
+        return "another process"
+
+
+def lock_run_dir(directory: Path) -> None:
+    """Take `directory/lnl.lock` for this process until `release_run_locks`: created atomically (O_CREAT) and held
+    by an exclusive advisory lock (flock), with this process id inside. ConfigError when another live process
+    holds it; a lock file left by a process that is gone (killed) is no longer locked and is taken over."""
+    import fcntl
+
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    made = missing[-1] if missing else None
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / LOCK
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            _remove_empty(directory, made)
+            raise ConfigError(
+                f"run directory {str(directory)!r} is in use by {_holder(lock)} (another `lnl fit` writes it; "
+                f"its lock is {LOCK}): wait for it to end, or start a new run"
+            ) from None
+        try:  # the file we locked may have been removed by its holder at exit: lock the one now there
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held.append((lock, fd, made))
+
+
+def release_run_locks() -> None:
+    """Remove this process's run locks (at the end of every `lnl` command), and a run directory it made that holds
+    nothing else (a fit refused after the lock was taken leaves no run directory)."""
+    while _held:
+        lock, fd, made = _held.pop()
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        _remove_empty(lock.parent, made)
+
+
+def _remove_empty(directory: Path, top: Path | None) -> None:
+    """Remove `directory` and its parents up to `top` (the folders this process made) while they are empty."""
+    if top is None:
+        return
+    for folder in (directory, *directory.parents):
+        if not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
+        if folder == top:
+            return

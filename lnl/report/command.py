@@ -1,5 +1,7 @@
-"""`lnl report CKPT`: the label report, corrected labels, noise estimate and pictures of a saved checkpoint, written
-into its run directory (the same files a fit writes at its end, e.g. for an older checkpoint or another epoch)."""
+"""`lnl report CKPT`: the label report, corrected labels, noise estimate and pictures of a saved checkpoint (the
+files a fit writes at its end, e.g. for an older checkpoint or another epoch), written into a new folder: by
+default `<run>/eval/report_<checkpoint>[_k]/`, or `--out DIR` (a new or empty folder). The run's own files, its
+recorded results included, are never changed."""
 
 from __future__ import annotations
 
@@ -14,6 +16,20 @@ import yaml
 from lnl.errors import ConfigError
 
 
+def _new_folder(path: Path) -> Path:
+    """Make and return `path`, or the first free `<path>_<k>` (k = 1, 2, ...), created exclusively."""
+    from lnl.run_guard import free_name
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        target = free_name(path)
+        try:
+            target.mkdir()
+            return target
+        except FileExistsError:
+            continue
+
+
 def main(argv: list[str]) -> int:
     """Entry point of `lnl report`; bad input ends with one `lnl: error:` line and exit code 2."""
     parser = argparse.ArgumentParser(prog="lnl report", description=__doc__)
@@ -21,7 +37,9 @@ def main(argv: list[str]) -> int:
         "ckpt_path", help="a checkpoint written by `lnl fit` (e.g. .../checkpoints/last.ckpt)"
     )
     parser.add_argument("--config", help="the run's config (default: config.yaml of the checkpoint's run)")
-    parser.add_argument("--out", help="output directory (default: the checkpoint's run directory)")
+    parser.add_argument(
+        "--out", help="a new (or empty) output folder (default: <run>/eval/report_<checkpoint>[_k]/)"
+    )
     args = parser.parse_args(argv)
     try:
         return _report(Path(args.ckpt_path), args.config, args.out)
@@ -32,7 +50,7 @@ def main(argv: list[str]) -> int:
 
 def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     from lnl.cli import LNLCLI
-    from lnl.preflight import checkpoint_run_dir, read_checkpoint
+    from lnl.preflight import checkpoint_run_dir, checkpoint_tag, read_checkpoint
     from lnl.report.run import EpochHistory, write_run_report
 
     state = read_checkpoint(ckpt)  # one clear line for a missing, truncated or foreign file
@@ -40,6 +58,8 @@ def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     config = config or str(run_dir / "config.yaml")
     if not Path(config).is_file():
         raise ConfigError(f"config = {config}: file not found; pass --config with the run's config")
+    if out is not None and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise ConfigError(f"out = {out}: already exists and is not an empty folder; name a new folder")
     settings = yaml.safe_load(Path(config).read_text())
     for key in ("ckpt_path", "weights_only"):  # a fit's saved config holds its subcommand's own arguments
         settings.pop(key, None)
@@ -51,12 +71,12 @@ def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     for callback in cli.trainer.callbacks:  # the learning curves of the run up to this checkpoint
         if isinstance(callback, EpochHistory):
             callback.load_state_dict(state.get("callbacks", {}).get(callback.state_key, {}))
-    directory = out or str(run_dir)
+    directory = str(
+        Path(out) if out is not None else _new_folder(run_dir / "eval" / f"report_{checkpoint_tag(ckpt)}")
+    )
     report = write_run_report(cli.trainer, model, datamodule, directory, ckpt.name)
-    results_path = os.path.join(directory, "results.json")
-    results = json.loads(Path(results_path).read_text()) if os.path.isfile(results_path) else {}
-    with open(results_path, "w") as f:
-        json.dump(results | report.results, f, indent=2, default=str)
+    with open(os.path.join(directory, "results.json"), "x") as f:  # the report's numbers; the run's stay
+        json.dump(report.results | {"report/checkpoint": str(ckpt)}, f, indent=2, default=str)
     n, flagged = report.results["report/n_samples"], report.results["report/n_flagged"]
     print(f"lnl: label report of {ckpt.name}: {flagged} of {n} noisy-part labels flagged, estimated noise rate "
           f"{report.results['report/noise_rate_estimate']:.4f}; files in {directory}")  # fmt: skip
