@@ -2,8 +2,9 @@
 
 - Flags: the N̂ = round(ρ̂·n) highest issue scores of the n noisy-part labels are flagged, ρ̂ the confident-joint
   noise rate estimate (Northcutt et al., JAIR 2021, Eq. 3; its "prune by noise rate" rule, Sec. 3.2, ranked by the
-  method's issue score): the number flagged is the estimated number of wrong labels, and a nearly clean data set
-  gets few flags. An untrusted hold-out label (`val_labels: noisy`) is flagged when its score reaches the N̂-th
+  method's issue score) counting only the off-diagonal samples the issue score corroborates (its "C+NR" rule,
+  `lnl.report.estimates.corroborated_noise`: a weak model's own errors on right labels are not read as noise):
+  the number flagged is the estimated number of wrong labels, and a nearly clean data set gets few flags. An untrusted hold-out label (`val_labels: noisy`) is flagged when its score reaches the N̂-th
   noisy-part score. A flag is `relabel` where the method's label differs from the given one, else `suspect`.
 - Corrections (`corrected_labels.csv`): a `relabel` row gets the method's label only when all three checks pass,
   else every row keeps its given label, every flag is `suspect`, and the report says why in one line:
@@ -26,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from lnl.report.estimates import top_share
 
 Z_CHANCE = 3.0
 Z_RELIABLE = 2.0
@@ -88,15 +91,11 @@ def decide(score: np.ndarray, given: np.ndarray, candidate: np.ndarray, noisy: n
     """Flags and written labels of every row (module docstring). `noisy` marks the noisy part (where N̂ is
     counted), `untrusted` every row whose label may change (noisy part, noisy hold-out), `held_out` the result of
     `chance_check`."""
-    n = int(noisy.sum())
-    n_flag = int(round(min(max(noise_rate, 0.0), 1.0) * n))
-    flagged = np.zeros(len(score), dtype=bool)
-    if n_flag > 0:
-        threshold = np.sort(score[noisy])[::-1][n_flag - 1]
-        flagged = untrusted & (score >= threshold)
+    _, cut = top_share(score[noisy], noise_rate)
+    flagged = untrusted & (score >= cut)
     disagree = candidate != given
     rest = noisy & ~flagged
-    gap = (disagree[noisy & flagged].mean() if n_flag else 0.0) - (
+    gap = (disagree[noisy & flagged].mean() if (noisy & flagged).any() else 0.0) - (
         disagree[rest].mean() if rest.any() else 0.0
     )
     reason = held_out

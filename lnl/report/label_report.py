@@ -23,7 +23,7 @@ from lnl.report.decisions import NONE, RELABEL, chance_check, decide, reliabilit
 from lnl.report.estimates import (
     NoiseEstimate,
     auroc,
-    estimate_noise,
+    corroborated_noise,
     precision_at_k,
     realized_transition,
     transition_mae,
@@ -90,6 +90,7 @@ class ReportSummary:
             "report/n_relabelled": self.n_relabelled,
             "report/decision": self.decision,
             "report/noise_rate_estimate": self.noise.noise_rate,
+            "report/noise_rate_confident_joint": self.noise.confident_joint_rate,
             "report/transition_estimate": _rounded(self.noise.transition),
         }
         if self.realized is not None:
@@ -141,7 +142,7 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
     score = np.clip(np.nan_to_num(cat["issue_score"], nan=0.0), 0.0, 1.0)
     candidate = cat["candidate"].astype(np.int64)
     noisy, val = split == "noisy", split == "val"
-    noise = estimate_noise(cat["probs"][noisy], given[noisy], model.num_classes)
+    noise = corroborated_noise(cat["probs"][noisy], given[noisy], score[noisy], model.num_classes)
     untrusted = noisy | (val if datamodule.hparams.val_labels == "noisy" else False)
     predicted_val, noisy_val = cat["probs"][val].argmax(1), datamodule.hparams.val_labels == "noisy"
     held_out = chance_check(predicted_val, given[val]) or reliability_check(

@@ -1,5 +1,5 @@
-"""Do no harm, measured on Digits fits: clean labels get few flags and stay as they are, noisy labels get better,
-and a second round on the corrected labels never makes them worse."""
+"""Do no harm, measured on Digits fits and on an own-data folder: clean labels get few flags and stay as they are,
+noisy labels get better, and a second round on the corrected labels never makes them worse."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.digits_folder import read_labels, write_digits_folder
 from lnl.cli import main
 from lnl.report.estimates import auroc
 
@@ -84,3 +85,21 @@ def test_a_model_at_chance_keeps_every_label(capsys: pytest.CaptureFixture) -> N
     assert all(r["flagged"] in ("no", "suspect") for r in read_csv(run / "label_report.csv"))
     out = capsys.readouterr().out
     assert "corrected labels: labels kept as given: the model agrees with" in out
+
+
+@pytest.mark.slow
+def test_a_clean_own_data_folder_gets_few_flags_and_keeps_its_labels(in_tmp: Path) -> None:
+    """300 Digits images as 32-px PNGs, every label right, through the README's first own-data command: at most 2 %
+    flagged and corrected_labels.csv = the given labels. Measured (seed 0): 0 of 260 flagged; Confident Learning's
+    own rate 0.035 (the weak student's own errors, 9 flags before `corroborated_noise`)."""
+    (in_tmp / "configs").symlink_to(CONFIGS)
+    folder = write_digits_folder(in_tmp / "my_images", 300, noise=0.0)
+    args = ["fit", "--config", "configs/own_data.yaml", "--data.root", "my_images", "--data.folder.image_size", "32",
+            "--data.num_workers", "0", *QUICK[:2]]  # fmt: skip
+    assert main(args) == 0
+    run = Path("runs/own_data/version_0")
+    results = json.loads((run / "results.json").read_text())
+    assert results["report/n_samples"] >= 250
+    assert results["report/n_flagged"] <= 0.02 * results["report/n_samples"], results["report/n_flagged"]
+    corrected = read_labels(run / "corrected_labels.csv")
+    assert corrected == read_labels(folder.root / "train.csv")  # accuracy 1.0, as given
