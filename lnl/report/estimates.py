@@ -13,13 +13,13 @@ import numpy as np
 @dataclass(frozen=True)
 class NoiseEstimate:
     """T̂ (rows = estimated true class), the joint Q̂[ỹ, y*] it comes from, and the noise rate 1 − tr Q̂;
-    `confident_joint_rate` is Confident Learning's own rate where `noise_rate` counts corroborated rows only
-    (`corroborated_noise`), else equal to it."""
+    `corroborated_rate` the same rate counting only the off-diagonal samples the issue score corroborates
+    (`corroborated_noise`; None when not computed)."""
 
     transition: np.ndarray
     joint: np.ndarray
     noise_rate: float
-    confident_joint_rate: float | None = None
+    corroborated_rate: float | None = None
 
 
 def realized_transition(true: np.ndarray, given: np.ndarray, num_classes: int) -> np.ndarray:
@@ -90,19 +90,20 @@ def top_share(score: np.ndarray, rate: float) -> tuple[np.ndarray, float]:
 def corroborated_noise(
     probs: np.ndarray, given: np.ndarray, score: np.ndarray, num_classes: int
 ) -> NoiseEstimate:
-    """The confident-joint estimate with each off-diagonal count corroborated by the method's issue score:
-    Confident Learning's "C+NR" rule (JAIR 2021, Sec. 3.2: a label issue is both off the diagonal of the confident
-    joint and among the n·ρ̂ pruned by noise rate) applied to the count itself, then calibrated as in Eq. 2.
+    """The confident-joint estimate (`estimate_noise`) and its `corroborated_rate`: each off-diagonal count kept only
+    where the method's issue score corroborates it, Confident Learning's "C+NR" rule (JAIR 2021, Sec. 3.2: a label
+    issue is both off the diagonal of the confident joint and among the n·ρ̂ pruned by noise rate) applied to the
+    count, then calibrated as in Eq. 2. The number of labels a report flags is this rate × n.
 
     Why: the confident joint counts every sample the model confidently puts in another class, so a weak model's own
     errors on right labels read as label noise (a clean 300-image folder: ρ̂ = 0.035). Wrong labels are found by
     both views, the model's confident class and the method's issue score (trajectory, loss bank), while a model's
-    errors on right labels mostly are not: on Digits 82-95 % of the confident off-diagonal samples were among the
-    N̂ highest scores with 30 % noise, 0 of 6 on clean labels. The plain rate is kept as `confident_joint_rate`."""
+    errors on right labels mostly are not: on Digits fits 82-95 % of the confident off-diagonal samples were among
+    the N̂ highest scores with 30 % noise, 0 of 6 on clean labels."""
     plain = estimate_noise(probs, given, num_classes)
     confirmed, _ = top_share(score, plain.noise_rate)
-    estimate = estimate_noise(probs, given, num_classes, confirmed)
-    return NoiseEstimate(estimate.transition, estimate.joint, estimate.noise_rate, plain.noise_rate)
+    rate = estimate_noise(probs, given, num_classes, confirmed).noise_rate
+    return NoiseEstimate(plain.transition, plain.joint, plain.noise_rate, rate)
 
 
 def transition_mae(estimate: np.ndarray, realized: np.ndarray) -> float:

@@ -90,7 +90,7 @@ class ReportSummary:
             "report/n_relabelled": self.n_relabelled,
             "report/decision": self.decision,
             "report/noise_rate_estimate": self.noise.noise_rate,
-            "report/noise_rate_confident_joint": self.noise.confident_joint_rate,
+            "report/noise_rate_corroborated": self.noise.corroborated_rate,
             "report/transition_estimate": _rounded(self.noise.transition),
         }
         if self.realized is not None:
@@ -148,7 +148,8 @@ def collect_label_report(model: Any, datamodule: Any, batch_size: int = 512) -> 
     held_out = chance_check(predicted_val, given[val]) or reliability_check(
         predicted_val, given[val], noise.noise_rate, model.num_classes, noisy_val
     )
-    decision = decide(score, given, candidate, noisy, untrusted, noise.noise_rate, held_out)
+    flag_rate = noise.corroborated_rate if noise.corroborated_rate is not None else noise.noise_rate
+    decision = decide(score, given, candidate, noisy, untrusted, flag_rate, held_out)
     paths = datamodule.train_set.paths
     return LabelReport(
         index=index, split=split, given=given, true=np.asarray(datamodule.true_labels)[index].astype(np.int64),

@@ -64,12 +64,11 @@ def test_a_models_own_errors_are_not_read_as_noise(rate: float) -> None:
     true, given, probs = _labels(n=2000, rate=rate, accuracy=0.93, seed=3)
     wrong = given != true
     score = np.where(wrong, 0.9, 0.0) + 0.1 * np.random.default_rng(4).random(len(given))
-    plain = estimate_noise(probs, given, 10)
     noise = corroborated_noise(probs, given, score, 10)
-    assert plain.noise_rate > wrong.mean() + 0.04 and noise.confident_joint_rate == plain.noise_rate
-    assert abs(noise.noise_rate - wrong.mean()) < 0.02
+    assert noise.noise_rate == estimate_noise(probs, given, 10).noise_rate > wrong.mean() + 0.04
+    assert abs(noise.corroborated_rate - wrong.mean()) < 0.02
     everyone = np.ones(len(given), dtype=bool)
-    decision = decide(score, given, probs.argmax(1), everyone, everyone, noise.noise_rate, None)
+    decision = decide(score, given, probs.argmax(1), everyone, everyone, noise.corroborated_rate, None)
     assert abs(np.mean(decision.flag != "no") - wrong.mean()) <= 0.02  # clean: at most 2 % flagged
 
 

@@ -155,7 +155,10 @@ def test_corrected_labels_train_back_and_lnl_report_reproduces_the_fit() -> None
     assert assert_corrected_labels_change_only_untrusted_labels(run, untrusted={"noisy", "val"}) > 0
 
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    for k in ("", "_1"):  # a new folder each time; the run's own files, results.json included, stay as they are
+    for k in (
+        "",
+        "_1",
+    ):  # a new folder each time; the run's own files, results.json included, stay as they are
         assert main(["report", results["best_checkpoint"]]) == 0
         out = run / "eval" / f"report_{Path(results['best_checkpoint']).stem}{k}"
         assert (out / "label_report.csv").read_bytes() == before[run / "label_report.csv"]
