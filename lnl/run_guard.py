@@ -15,7 +15,7 @@ from lnl.methods.base import LNLModule, check_manual_trainer_settings
 from lnl.preflight import RunDir, check_data_settings
 
 RESULTS = "results.json"  # written at the end of `lnl fit`: a run that has it is finished
-LOCK = "lnl.lock"  # held by the `lnl fit` writing a run directory (`lock_run_dir`)
+LOCK = ".{}.lnl.lock"  # beside the run directory, held by the `lnl fit` writing it (`lock_run_dir`)
 DATA_STATE = "NoisyLabelDataModule"  # the data module's entry in a checkpoint
 
 
@@ -112,7 +112,7 @@ def resume_in_place(run: RunDir, ckpt_path: str, resume_other_run: bool) -> bool
 
 def check_new_run_dir(directory: Path, what: str) -> None:
     """ConfigError when a fit would write into a directory that already holds a run (an explicit logger version)."""
-    if directory.is_dir() and any(p.name != LOCK for p in directory.iterdir()):
+    if directory.is_dir() and any(directory.iterdir()):
         raise ConfigError(
             f"{what}: {str(directory)!r} already holds a run; leave the version unset (a new version_N is "
             "made) or resume that run with --ckpt_path"
@@ -152,26 +152,33 @@ def _holder(lock: Path) -> str:
         return "another process"
 
 
+def lock_path(directory: Path) -> Path:
+    """The lock file of a run directory: `.version_N.lnl.lock` beside it (inside, the logger would warn that the
+    new run's directory is not empty)."""
+    return directory.parent / LOCK.format(directory.name)
+
+
 def lock_run_dir(directory: Path) -> None:
-    """Take `directory/lnl.lock` for this process until `release_run_locks`: created atomically (O_CREAT) and held
-    by an exclusive advisory lock (flock), with this process id inside. ConfigError when another live process
-    holds it; a lock file left by a process that is gone (killed) is no longer locked and is taken over."""
+    """Take the run directory's lock file (`lock_path`) for this process until `release_run_locks`: created
+    atomically (O_CREAT) and held by an exclusive advisory lock (flock), with this process id inside. ConfigError
+    when another live process holds it; a lock file left by a process that is gone (killed) is no longer locked
+    and is taken over."""
     import fcntl
 
-    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    missing = [d for d in directory.parents if not d.exists()]
     made = missing[-1] if missing else None
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / LOCK
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path(directory)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            _remove_empty(directory, made)
+            _remove_empty(directory.parent, made)
             raise ConfigError(
                 f"run directory {str(directory)!r} is in use by {_holder(lock)} (another `lnl fit` writes it; "
-                f"its lock is {LOCK}): wait for it to end, or start a new run"
+                f"its lock is {lock.name}): wait for it to end, or start a new run"
             ) from None
         try:  # the file we locked may have been removed by its holder at exit: lock the one now there
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
@@ -186,8 +193,8 @@ def lock_run_dir(directory: Path) -> None:
 
 
 def release_run_locks() -> None:
-    """Remove this process's run locks (at the end of every `lnl` command), and a run directory it made that holds
-    nothing else (a fit refused after the lock was taken leaves no run directory)."""
+    """Remove this process's run locks (at the end of every `lnl` command), and the folders it made for them that
+    hold nothing else (a fit refused after the lock was taken leaves no `runs/`)."""
     while _held:
         lock, fd, made = _held.pop()
         lock.unlink(missing_ok=True)

@@ -206,8 +206,9 @@ def test_a_second_fit_on_a_run_directory_in_use_is_refused(
         for holder in holders:
             holder.kill()
             holder.wait()
-    assert (run / "lnl.lock").read_text().strip() == str(holders[0].pid)  # a stale lock: its process is gone
+    lock = run.parent / ".version_0.lnl.lock"
+    assert lock.read_text().strip() == str(holders[0].pid)  # a stale lock: its process is gone
     assert lnl(resume) == 0
-    assert (run / "results.json").is_file() and not (run / "lnl.lock").exists()
+    assert (run / "results.json").is_file() and not lock.exists()
     epochs = {row.split(",")[0] for row in (run / "metrics.csv").read_text().splitlines()[1:]}
     assert {"0", "1"} <= epochs  # it trained epoch 1 in place, after the first run's epoch 0
