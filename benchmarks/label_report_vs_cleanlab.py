@@ -10,7 +10,8 @@ runs the `lnl` executable (`--lnl`) and reads the run directories:
 For each noise setting (40 %/60 % symmetric, 40 % pairflip, 40 % instance) and seed (0-4; `seed_everything` =
 `noise_seed` = `split_seed`), it fits DML (`configs/quickstart.yaml`) and CE (`configs/quickstart_ce.yaml`) with the
 noise overridden (`--methods DML CE CE-CF` adds CE with its 5-fold cross-fitted report,
-`configs/quickstart_ce_crossfit.yaml`; skipped when the run directory exists), reruns `lnl report` on the best checkpoint (`--report`),
+`configs/quickstart_ce_crossfit.yaml`; skipped when the run directory exists), reruns `lnl report` on the best checkpoint (`--report`:
+a new `<run>/eval/report_<checkpoint>[_k]/` folder; the newest one is read, else the fit's own report),
 and runs cleanlab as its documentation tells a user: 5-fold out-of-fold predicted probabilities from the
 scikit-learn model with the best out-of-fold accuracy against the noisy labels (RBF SVC, logistic regression,
 kNN), then `get_label_quality_scores` and `find_label_issues`, on the same images and noisy labels (the run's
@@ -93,8 +94,15 @@ def precision_at_k(scores: np.ndarray, positive: np.ndarray, k: int) -> float:
     return float(positive[np.argsort(-scores, kind="mergesort")[:k]].mean())
 
 
+def report_dir(directory: Path) -> Path:
+    """The run's newest `lnl report` folder, else the run directory (the fit's own report)."""
+    reports = sorted((directory / "eval").glob("report_*"), key=lambda p: p.stat().st_mtime)
+    return reports[-1] if reports else directory
+
+
 def lnl_metrics(directory: Path) -> dict[str, float]:
     """Metrics of a run's label_report.csv sorted by issue_score (what a user of the file gets)."""
+    directory = report_dir(directory)
     rows = [r for r in read_rows(directory / "label_report.csv") if r["split"] == "noisy"]
     given = np.array([int(r["given_label"]) for r in rows])
     true = np.array([int(r["true_label"]) for r in rows])

@@ -36,16 +36,31 @@ def missing_grey(name: str) -> Any:
     return cmap
 
 
+def class_ticks(ax: Any, names: Sequence[str] | None, axis: str = "x") -> None:
+    """Label a class axis 0..C−1 with the class names (when the data has names and there are at most 40)."""
+    if not names or len(names) > 40:
+        return
+    ticks = list(range(len(names)))
+    long = max(len(str(n)) for n in names) > 3
+    if axis == "x":
+        ax.set_xticks(
+            ticks, [str(n) for n in names], rotation=90 if long else 0, fontsize=7 if long else None
+        )
+    else:
+        ax.set_yticks(ticks, [str(n) for n in names], fontsize=7 if long else None)
+
+
 def _finite(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else float(v) for v in values]
 
 
-def dml_selection_figure(history: Sequence[dict[str, Any]]) -> Any:
+def dml_selection_figure(history: Sequence[dict[str, Any]], class_names: Sequence[str] | None = None) -> Any:
     """DML's selection over training (the DML paper's Fig. 3(e), 4(c), 5), from per-epoch records.
 
     With true labels, first: selection precision ("estimated accuracy") and recall per epoch, with the data's clean
     rate. Then: mean R(c) (with the mean clean share and the mean |R(c) − clean share| when the truth is known),
-    and R(c) (with each class's clean share) in the last epoch. Without true labels the first panel is left out.
+    and R(c) (with each class's clean share) in the last epoch, on an axis of class names when the groups are the
+    data's named classes. Without true labels the first panel is left out.
     """
     epochs = [r["epoch"] for r in history]
     known = [r for r in history if "precision" in r]
@@ -79,12 +94,16 @@ def dml_selection_figure(history: Sequence[dict[str, Any]]) -> Any:
     if "share" in last:
         ax_c.bar([c + shift for c in classes], _finite(last["share"]), width, label="clean share")
     ax_c.set(title=f"per class, epoch {last['epoch']}", xlabel="class (group)", ylim=(0, 1.02))
-    if len(classes) <= 20:
+    if class_names is not None and len(class_names) == len(classes):
+        class_ticks(ax_c, class_names)
+    elif len(classes) <= 20:
         ax_c.set_xticks(classes)
     ax_c.legend(loc="lower right", fontsize=8)
     return fig
 
 
-def plot_dml_selection(history: Sequence[dict[str, Any]], path: str) -> str:
+def plot_dml_selection(
+    history: Sequence[dict[str, Any]], path: str, class_names: Sequence[str] | None = None
+) -> str:
     """`dml_selection_figure` as a PNG."""
-    return save_figure(dml_selection_figure(history), path)
+    return save_figure(dml_selection_figure(history, class_names), path)

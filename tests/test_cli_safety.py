@@ -163,3 +163,52 @@ def test_another_runs_checkpoint_never_changes_that_run(
         "test_last_1",
     ]
     assert {k: v for k, v in hashes(Path("runs")).items() if k in before} == before
+
+
+HOLD_LOCK = (
+    "import sys, time; from pathlib import Path; from lnl.run.run_guard import lock_run_dir; "
+    "lock_run_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)"
+)
+
+
+@pytest.mark.slow
+def test_a_second_fit_on_a_run_directory_in_use_is_refused(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another live process holds the run's lock: resuming it in place, or a new run in that directory, is one
+    line; once that process is killed (its lock file left behind) the lock is taken over and removed at exit."""
+    assert lnl(["fit", *CE, *QUICK, "--trainer.max_epochs=1"]) == 0
+    run = Path("runs/quickstart_ce/version_0")
+    (run / "results.json").unlink()  # an unfinished run: `--ckpt_path` resumes it in place
+    resume = [
+        "fit",
+        *CE,
+        *QUICK,
+        "--trainer.max_epochs=2",
+        f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+    ]
+    holders = [
+        subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(d)], env=subprocess_env(), stdout=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for d in (run, Path("runs/quickstart_ce/version_7"))
+    ]
+    try:
+        assert [h.stdout.readline().strip() for h in holders] == ["locked", "locked"]
+        before = hashes(Path("runs"))
+        capsys.readouterr()
+        line = one_error_line(capsys, lnl(resume))
+        assert f"'{run}' is in use by process {holders[0].pid}" in line, line
+        line = one_error_line(capsys, lnl(["fit", *CE, *QUICK, "--trainer.logger.init_args.version=7"]))
+        assert f"is in use by process {holders[1].pid}" in line, line
+        assert hashes(Path("runs")) == before  # nothing changed, nothing added
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    lock = run.parent / ".version_0.lnl.lock"
+    assert lock.read_text().strip() == str(holders[0].pid)  # a stale lock: its process is gone
+    assert lnl(resume) == 0
+    assert (run / "results.json").is_file() and not lock.exists()
+    epochs = {row.split(",")[0] for row in (run / "metrics.csv").read_text().splitlines()[1:]}
+    assert {"0", "1"} <= epochs  # it trained epoch 1 in place, after the first run's epoch 0

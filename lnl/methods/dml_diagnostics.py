@@ -115,7 +115,8 @@ class SelectionDiagnostics:
         from lnl.plots import plot_dml_selection
 
         path = os.path.join(run_dir, FIGURE_NAME)
-        plot_dml_selection(self.history, path)
+        source = getattr(trainer.datamodule, "source", None)
+        plot_dml_selection(self.history, path, getattr(source, "class_names", None))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="dml/selection", images=[path])

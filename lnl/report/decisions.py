@@ -1,9 +1,10 @@
 """Which labels a report flags and which it corrects: flags follow the noise estimate, corrections need evidence.
 
-- Flags: the N̂ = round(ρ̂·n) highest issue scores of the n noisy-part labels are flagged, ρ̂ the confident-joint
-  noise rate estimate (Northcutt et al., JAIR 2021, Eq. 3; its "prune by noise rate" rule, Sec. 3.2, ranked by the
-  method's issue score): the number flagged is the estimated number of wrong labels, and a nearly clean data set
-  gets few flags. An untrusted hold-out label (`val_labels: noisy`) is flagged when its score reaches the N̂-th
+- Flags: the N̂ = round(ρ̂_c·n) highest issue scores of the n noisy-part labels are flagged, ρ̂_c the confident-
+  joint noise rate estimate (Northcutt et al., JAIR 2021, Eq. 3; its "prune by noise rate" rule, Sec. 3.2, ranked
+  by the method's issue score) counting only the off-diagonal samples the issue score corroborates (its "C+NR"
+  rule, `lnl.report.estimates.corroborated_noise`: a weak model's own errors on right labels are not read as
+  noise): the number flagged is the corroborated number of wrong labels, and a nearly clean data set gets few. An untrusted hold-out label (`val_labels: noisy`) is flagged when its score reaches the N̂-th
   noisy-part score. A flag is `relabel` where the method's label differs from the given one, else `suspect`.
 - Corrections (`corrected_labels.csv`): a `relabel` row gets the method's label only when all three checks pass,
   else every row keeps its given label, every flag is `suspect`, and the report says why in one line:
@@ -15,7 +16,7 @@
      (a weak model at 150-200 images moved more right labels than wrong ones before this check); ρ̂ is capped at
      1 − A (no student agrees more often than the labels are right), and fewer than `MIN_HELD_OUT_PER_CLASS`
      held-out images per class are too few to check anything;
-  2. the estimated noise rate ρ̂ is at least `MIN_NOISE_RATE`;
+  2. the corroborated noise rate ρ̂_c is at least `MIN_NOISE_RATE` (ρ̂ elsewhere is Confident Learning's rate);
   3. flagged and unflagged are separated: the share of flagged labels the method's candidate disagrees with exceeds
      the share among unflagged labels by at least `MIN_SEPARATION` (a scale-free check: a model at chance
      disagrees with most labels on both sides of any cut).
@@ -26,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from lnl.report.estimates import top_share
 
 Z_CHANCE = 3.0
 Z_RELIABLE = 2.0
@@ -85,23 +88,19 @@ def reliability_check(predicted: np.ndarray, given: np.ndarray, noise_rate: floa
 
 def decide(score: np.ndarray, given: np.ndarray, candidate: np.ndarray, noisy: np.ndarray, untrusted: np.ndarray,
            noise_rate: float, held_out: str | None) -> Decision:  # fmt: skip
-    """Flags and written labels of every row (module docstring). `noisy` marks the noisy part (where N̂ is
+    """Flags and written labels of every row (module docstring); `noise_rate` is ρ̂_c, the rate flags follow. `noisy` marks the noisy part (where N̂ is
     counted), `untrusted` every row whose label may change (noisy part, noisy hold-out), `held_out` the result of
     `chance_check`."""
-    n = int(noisy.sum())
-    n_flag = int(round(min(max(noise_rate, 0.0), 1.0) * n))
-    flagged = np.zeros(len(score), dtype=bool)
-    if n_flag > 0:
-        threshold = np.sort(score[noisy])[::-1][n_flag - 1]
-        flagged = untrusted & (score >= threshold)
+    _, cut = top_share(score[noisy], noise_rate)
+    flagged = untrusted & (score >= cut)
     disagree = candidate != given
     rest = noisy & ~flagged
-    gap = (disagree[noisy & flagged].mean() if n_flag else 0.0) - (
+    gap = (disagree[noisy & flagged].mean() if (noisy & flagged).any() else 0.0) - (
         disagree[rest].mean() if rest.any() else 0.0
     )
     reason = held_out
     if reason is None and noise_rate < MIN_NOISE_RATE:
-        reason = f"the estimated noise rate {noise_rate:.3f} is below {MIN_NOISE_RATE}"
+        reason = f"the estimated noise rate {noise_rate:.3f} (corroborated by the issue score) is below {MIN_NOISE_RATE}"
     if reason is None and gap < MIN_SEPARATION:
         reason = (f"flagged and unflagged labels are not separated (the model disagrees with {gap:.2f} more of the "
                   f"flagged than of the other labels, needs {MIN_SEPARATION})")  # fmt: skip

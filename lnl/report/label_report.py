@@ -24,7 +24,7 @@ from lnl.report.decisions import NONE, RELABEL, chance_check, decide, reliabilit
 from lnl.report.estimates import (
     NoiseEstimate,
     auroc,
-    estimate_noise,
+    corroborated_noise,
     precision_at_k,
     realized_transition,
     transition_mae,
@@ -90,6 +90,7 @@ class ReportSummary:
             "report/n_relabelled": self.n_relabelled,
             "report/decision": self.decision,
             "report/noise_rate_estimate": self.noise.noise_rate,
+            "report/noise_rate_corroborated": self.noise.corroborated_rate,
             "report/transition_estimate": _rounded(self.noise.transition),
         }
         if self.realized is not None:
@@ -144,13 +145,14 @@ def collect_label_report(
     score = np.clip(np.nan_to_num(cat["issue_score"], nan=0.0), 0.0, 1.0)
     candidate = cat["candidate"].astype(np.int64)
     noisy, val = split == "noisy", split == "val"
-    noise = estimate_noise(cat["probs"][noisy], given[noisy], model.num_classes)
+    noise = corroborated_noise(cat["probs"][noisy], given[noisy], score[noisy], model.num_classes)
     untrusted = noisy | (val if datamodule.hparams.val_labels == "noisy" else False)
     predicted_val, noisy_val = cat["probs"][val].argmax(1), datamodule.hparams.val_labels == "noisy"
     held_out = chance_check(predicted_val, given[val]) or reliability_check(
         predicted_val, given[val], noise.noise_rate, model.num_classes, noisy_val
     )
-    decision = decide(score, given, candidate, noisy, untrusted, noise.noise_rate, held_out)
+    flag_rate = noise.corroborated_rate if noise.corroborated_rate is not None else noise.noise_rate
+    decision = decide(score, given, candidate, noisy, untrusted, flag_rate, held_out)
     paths = datamodule.train_set.paths
     return LabelReport(
         index=index, split=split, given=given, true=np.asarray(datamodule.true_labels)[index].astype(np.int64),

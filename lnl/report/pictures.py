@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from lnl.plots import missing_grey, new_figure, save_figure
+from lnl.plots import class_ticks, missing_grey, new_figure, save_figure
 from lnl.report.label_report import LabelReport, ReportSummary
 
 
-def transitions_figure(summary: ReportSummary) -> Any:
-    """Heat maps of the realized T (given vs true, when known) and the estimate T̂, rows = true class; a row of a
-    class without samples (NaN) is masked and drawn grey, not as zeros."""
+def transitions_figure(summary: ReportSummary, class_names: Sequence[str] | None = None) -> Any:
+    """Heat maps of the realized T (given vs true, when known) and the estimate T̂, rows = true class, axes labelled
+    with the class names when the data has them; a row of a class without samples (NaN) is masked and drawn grey,
+    not as zeros."""
     mats = ([("realized T: P(given | true)", summary.realized)] if summary.realized is not None else []) + [
         (f"estimated T̂ (noise rate {summary.noise.noise_rate:.3f})", summary.noise.transition)
     ]
@@ -28,17 +29,21 @@ def transitions_figure(summary: ReportSummary) -> Any:
             xlabel="given label",
             ylabel="true class",
         )
+        class_ticks(ax, class_names, "x")
+        class_ticks(ax, class_names, "y")
         fig.colorbar(image, ax=ax, fraction=0.046)
     return fig
 
 
-def plot_transitions(summary: ReportSummary, path: str) -> str:
+def plot_transitions(summary: ReportSummary, path: str, class_names: Sequence[str] | None = None) -> str:
     """`transitions_figure` as a PNG."""
-    return save_figure(transitions_figure(summary), path)
+    return save_figure(transitions_figure(summary, class_names), path)
 
 
-def per_class_accuracy_figure(accuracy: np.ndarray, title: str = "test accuracy per class") -> Any:
-    """Bar chart of accuracy per class; a class absent from the set gets no bar, only an "n/a" mark."""
+def per_class_accuracy_figure(accuracy: np.ndarray, title: str = "test accuracy per class",
+                              class_names: Sequence[str] | None = None) -> Any:  # fmt: skip
+    """Bar chart of accuracy per class (named when the data has names); a class absent from the set gets no bar,
+    only an "n/a" mark."""
     fig, ax = new_figure(1, width=max(4.2, 0.35 * len(accuracy)))
     classes = np.arange(len(accuracy))
     have = ~np.isnan(accuracy)
@@ -46,12 +51,14 @@ def per_class_accuracy_figure(accuracy: np.ndarray, title: str = "test accuracy 
     for c in classes[~have]:
         ax.text(c, 0.02, "n/a", ha="center", va="bottom", rotation=90, fontsize=7)
     ax.set(title=title, xlabel="class", ylabel="accuracy", ylim=(0, 1.02))
+    class_ticks(ax, class_names)
     return fig
 
 
-def plot_per_class_accuracy(accuracy: np.ndarray, path: str, title: str = "test accuracy per class") -> str:
+def plot_per_class_accuracy(accuracy: np.ndarray, path: str, title: str = "test accuracy per class",
+                            class_names: Sequence[str] | None = None) -> str:  # fmt: skip
     """`per_class_accuracy_figure` as a PNG."""
-    return save_figure(per_class_accuracy_figure(accuracy, title), path)
+    return save_figure(per_class_accuracy_figure(accuracy, title, class_names), path)
 
 
 CURVE_GROUPS = ("losses", "accuracies", "rates (0-1)", "other")

@@ -17,7 +17,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -125,12 +125,17 @@ class LNLCLI(LightningCLI):
         """The Trainer, writing checkpoints atomically (temp file + rename) unless a plugin chose other IO, with
         DDP built on the current CUDA stream (lnl/run/ddp.py).
 
-        First, while nothing is printed or written yet, the checks that need the built model and data."""
+        First, while nothing is printed or written yet, the checks that need the built model and data, and a fit
+        takes its run directory's lock (a second `lnl fit` on the same directory is refused)."""
         subcommand = self.config.get("subcommand")
         if subcommand is not None:
             run_guard.check_model_and_data(
                 self.model, self.datamodule, self._checkpoint, self.config[subcommand], subcommand
             )
+        if subcommand == "fit" and rank_zero_only.rank == 0:
+            directory = _logger_dir(self.config_init[subcommand]["trainer"].get("logger"))
+            if directory is not None:
+                run_guard.lock_run_dir(Path(directory))
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -235,6 +240,14 @@ def _run_logger_args(trainer: Any) -> Any:
     return None
 
 
+def _logger_dir(logger: Any) -> str | None:
+    """The run directory the Trainer's first logger will write (Trainer.log_dir), known before the Trainer exists."""
+    logger = logger[0] if isinstance(logger, list) and logger else logger
+    return (
+        logger.log_dir if isinstance(logger, (CSVLogger, TensorBoardLogger)) else None
+    )  # W&B: a shared save_dir
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of the `lnl` console script; bad input ends with one line on stderr and exit code 2.
 
@@ -255,6 +268,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"lnl: error: {message}", file=sys.stderr)
         return 2
     finally:
+        run_guard.release_run_locks()
         stop_watchdog()  # done; the interpreter's exit handlers are watched again (lnl/run/watchdog.py)
     return 0
 

@@ -103,7 +103,7 @@ def write_run_report(trainer: Trainer, model: LightningModule, datamodule: Any, 
     ]
     results = summary.as_results() | {"report/weights": weights}
     pictures = [
-        plot_transitions(summary, os.path.join(run_dir, "transition.png")),
+        plot_transitions(summary, os.path.join(run_dir, "transition.png"), report.class_names),
         plot_issue_scores(report, os.path.join(run_dir, "issue_scores.png")),
     ]
     if datamodule.has_test_set:
@@ -112,7 +112,8 @@ def write_run_report(trainer: Trainer, model: LightningModule, datamodule: Any, 
         results["report/test_acc_per_class"] = [
             None if math.isnan(a) else round(float(a), 5) for a in accuracy
         ]
-        pictures.append(plot_per_class_accuracy(accuracy, os.path.join(run_dir, "per_class_accuracy.png")))
+        path = os.path.join(run_dir, "per_class_accuracy.png")
+        pictures.append(plot_per_class_accuracy(accuracy, path, class_names=report.class_names))
     beat("after fit: learning curves")
     history = next((c.records for c in trainer.callbacks if isinstance(c, EpochHistory)), [])
     if history:

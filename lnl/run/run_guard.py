@@ -5,6 +5,7 @@ resume and faults")."""
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from lnl.methods.base import LNLModule, check_manual_trainer_settings
 from lnl.run.preflight import RunDir, check_data_settings
 
 RESULTS = "results.json"  # written at the end of `lnl fit`: a run that has it is finished
+LOCK = ".{}.lnl.lock"  # beside the run directory, held by the `lnl fit` writing it (`lock_run_dir`)
 DATA_STATE = "NoisyLabelDataModule"  # the data module's entry in a checkpoint
 
 
@@ -138,3 +140,75 @@ def write_new_file(path: Path, text: str) -> Path:
             return target
         except FileExistsError:
             continue
+
+
+_held: list[tuple[Path, int, Path | None]] = []  # (lock file, its descriptor, the top folder we made, if any)
+
+
+def _holder(lock: Path) -> str:
+    try:
+        return f"process {int(lock.read_text().split()[0])}"
+    except (OSError, ValueError, IndexError):
+        return "another process"
+
+
+def lock_path(directory: Path) -> Path:
+    """The lock file of a run directory: `.version_N.lnl.lock` beside it (inside, the logger would warn that the
+    new run's directory is not empty)."""
+    return directory.parent / LOCK.format(directory.name)
+
+
+def lock_run_dir(directory: Path) -> None:
+    """Take the run directory's lock file (`lock_path`) for this process until `release_run_locks`: created
+    atomically (O_CREAT) and held by an exclusive advisory lock (flock), with this process id inside. ConfigError
+    when another live process holds it; a lock file left by a process that is gone (killed) is no longer locked
+    and is taken over."""
+    import fcntl
+
+    missing = [d for d in directory.parents if not d.exists()]
+    made = missing[-1] if missing else None
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path(directory)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            _remove_empty(directory.parent, made)
+            raise ConfigError(
+                f"run directory {str(directory)!r} is in use by {_holder(lock)} (another `lnl fit` writes it; "
+                f"its lock is {lock.name}): wait for it to end, or start a new run"
+            ) from None
+        try:  # the file we locked may have been removed by its holder at exit: lock the one now there
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held.append((lock, fd, made))
+
+
+def release_run_locks() -> None:
+    """Remove this process's run locks (at the end of every `lnl` command), and the folders it made for them that
+    hold nothing else (a fit refused after the lock was taken leaves no `runs/`)."""
+    while _held:
+        lock, fd, made = _held.pop()
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        _remove_empty(lock.parent, made)
+
+
+def _remove_empty(directory: Path, top: Path | None) -> None:
+    """Remove `directory` and its parents up to `top` (the folders this process made) while they are empty."""
+    if top is None:
+        return
+    for folder in (directory, *directory.parents):
+        if not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
+        if folder == top:
+            return

@@ -43,7 +43,8 @@ def test_class_name_labels_round_trip_through_fit_report_corrected_labels_and_fi
         assert r["corrected_name"] == names[int(r["corrected_label"])] and r["true_name"] == ""
     original = (run / "label_report.csv").read_bytes()
     results = json.loads((run / "results.json").read_text())
-    assert main(["report", results["best_checkpoint"]]) == 0
+    assert main(["report", results["best_checkpoint"], "--out", "again"]) == 0
+    assert Path("again/label_report.csv").read_bytes() == original
     assert (run / "label_report.csv").read_bytes() == original
 
     corrected = read_labels(run / "corrected_labels.csv")  # names in, names out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lnl.report.decisions import MIN_NOISE_RATE, RELABEL, SUSPECT, chance_check, decide, reliability_check
-from lnl.report.estimates import auroc, estimate_noise
+from lnl.report.estimates import auroc, corroborated_noise, estimate_noise
 from lnl.report.label_report import LabelReport, summarize, write_label_report
 
 
@@ -54,6 +54,22 @@ def test_clean_labels_get_few_flags_and_keep_their_labels() -> None:
     assert not decision.applied and (decision.corrected == true).all()
     assert decision.reason.startswith("labels kept as given: the estimated noise rate")
     assert set(decision.flag) <= {"no", SUSPECT}
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_a_models_own_errors_are_not_read_as_noise(rate: float) -> None:
+    """A student right on 93 % of the images (its errors confident, on right labels too) and a second view (the
+    method's issue score) that finds the wrong labels but not the student's errors: Confident Learning's rate counts
+    the student's errors as noise (about 0.07 more), the corroborated rate does not; flags follow it."""
+    true, given, probs = _labels(n=2000, rate=rate, accuracy=0.93, seed=3)
+    wrong = given != true
+    score = np.where(wrong, 0.9, 0.0) + 0.1 * np.random.default_rng(4).random(len(given))
+    noise = corroborated_noise(probs, given, score, 10)
+    assert noise.noise_rate == estimate_noise(probs, given, 10).noise_rate > wrong.mean() + 0.04
+    assert abs(noise.corroborated_rate - wrong.mean()) < 0.02
+    everyone = np.ones(len(given), dtype=bool)
+    decision = decide(score, given, probs.argmax(1), everyone, everyone, noise.corroborated_rate, None)
+    assert abs(np.mean(decision.flag != "no") - wrong.mean()) <= 0.02  # clean: at most 2 % flagged
 
 
 def test_a_model_at_chance_corrects_nothing() -> None:

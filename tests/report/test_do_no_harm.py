@@ -1,5 +1,5 @@
-"""Do no harm, measured on Digits fits: clean labels get few flags and stay as they are, noisy labels get better,
-and a second round on the corrected labels never makes them worse."""
+"""Do no harm, measured on Digits fits and on an own-data folder: clean labels get few flags and stay as they are,
+noisy labels get better, and a second round on the corrected labels never makes them worse."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.digits_folder import DigitsFolder, read_labels, write_digits_folder
 from helpers.paths import CONFIGS
 from lnl.report.estimates import auroc
 from lnl.run.main import main
@@ -84,3 +85,68 @@ def test_a_model_at_chance_keeps_every_label(capsys: pytest.CaptureFixture) -> N
     assert all(r["flagged"] in ("no", "suspect") for r in read_csv(run / "label_report.csv"))
     out = capsys.readouterr().out
     assert "corrected labels: labels kept as given: the model agrees with" in out
+
+
+@pytest.mark.slow
+def test_a_clean_own_data_folder_gets_few_flags_and_keeps_its_labels(in_tmp: Path) -> None:
+    """300 Digits images as 32-px PNGs, every label right, through the README's first own-data command: at most 2 %
+    flagged and corrected_labels.csv = the given labels. Measured (seed 0): 0 of 260 flagged; Confident Learning's
+    own rate 0.035 (the weak student's own errors, 9 flags before `corroborated_noise`)."""
+    (in_tmp / "configs").symlink_to(CONFIGS)
+    folder = write_digits_folder(in_tmp / "my_images", 300, noise=0.0)
+    args = ["fit", "--config", "configs/own_data.yaml", "--data.root", "my_images", "--data.folder.image_size", "32",
+            "--data.num_workers", "0", *QUICK[:2]]  # fmt: skip
+    assert main(args) == 0
+    run = Path("runs/own_data/version_0")
+    results = json.loads((run / "results.json").read_text())
+    assert results["report/n_samples"] >= 250
+    assert results["report/n_flagged"] <= 0.02 * results["report/n_samples"], results["report/n_flagged"]
+    corrected = read_labels(run / "corrected_labels.csv")
+    assert corrected == read_labels(folder.root / "train.csv")  # accuracy 1.0, as given
+
+
+def _own_data_fit(root: Path, n: int, noise: float, seed: int) -> tuple[int, dict | None, DigitsFolder]:
+    """The README's first own-data command on `n` Digits PNGs (`noise` of the labels wrong, drawn with `seed`)."""
+    folder = write_digits_folder(root / "my_images", n, noise=noise, seed=seed)
+    args = ["fit", "--config", str(CONFIGS / "own_data.yaml"), "--data.root", str(folder.root),
+            "--data.folder.image_size", "32", "--data.num_workers", "0", *QUICK[:2],
+            f"--trainer.logger.init_args.save_dir={root / 'runs'}"]  # fmt: skip
+    code = main(args)
+    run = root / "runs" / "own_data" / "version_0"
+    return code, json.loads((run / "results.json").read_text()) if code == 0 else None, folder
+
+
+def _right(labels: dict[str, str], folder: DigitsFolder) -> float:
+    return float(np.mean([int(labels[p]) == t for p, t in zip(folder.paths, folder.true)]))
+
+
+@pytest.mark.slow
+def test_own_data_folders_of_150_images_run_or_are_refused_and_never_get_worse(
+    in_tmp: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """150 images, 30 % of the labels wrong, draws 0-4: a draw with a class under 10 images is refused in one line
+    (measured: 0, 1, 2, 4), the others run and their corrected labels are no worse than the given ones (draw 3:
+    kept as given, 20 held-out images are too few to check the model against)."""
+    ran = 0
+    for seed in range(5):
+        code, results, folder = _own_data_fit(in_tmp / f"s{seed}", 150, 0.3, seed)
+        err = capsys.readouterr().err.strip().splitlines()
+        if code == 2:
+            assert len(err) == 1 and "lnl needs at least 10 per class" in err[0], err
+            assert not (in_tmp / f"s{seed}" / "runs").exists()
+            continue
+        assert code == 0
+        ran += 1
+        corrected = read_labels(in_tmp / f"s{seed}" / "runs/own_data/version_0/corrected_labels.csv")
+        assert _right(corrected, folder) >= _right(read_labels(folder.root / "train.csv"), folder)
+    assert ran >= 1
+
+
+@pytest.mark.slow
+def test_an_own_data_folder_of_600_images_with_30_percent_noise_gets_better_labels(in_tmp: Path) -> None:
+    """600 images, 30 % of the labels wrong, through the README's first own-data command: the corrected labels are
+    at least 15 points more often right than the given ones (measured, draw 0: 95.2 % vs 70.0 %, 144 flagged)."""
+    code, results, folder = _own_data_fit(in_tmp, 600, 0.3, 0)
+    assert code == 0 and results["report/decision"] == "corrections applied", results
+    corrected = read_labels(in_tmp / "runs/own_data/version_0/corrected_labels.csv")
+    assert _right(corrected, folder) >= _right(read_labels(folder.root / "train.csv"), folder) + 0.15

@@ -108,3 +108,19 @@ def test_label_correction_without_truth_draws_the_gate_of_every_label_and_no_emp
     assert ax.get_legend_handles_labels()[1] == ["truth unknown"]
     assert sum(p.get_height() for p in ax.patches) == n
     assert label_correction_figure(LabelReport(**{**vars(report), "columns": {}}), []) is None
+
+
+def test_class_axes_carry_the_class_names() -> None:
+    names = ["cat", "dog", "zebra"]
+    given = np.random.default_rng(0).integers(0, 3, size=90)
+    noise = estimate_noise(np.eye(3)[given] * 0.9 + 0.03, given, 3)
+    fig = transitions_figure(ReportSummary(90, 0, 0, "labels kept as given", noise, None), names)
+    ax = fig.axes[0]
+    assert (
+        [t.get_text() for t in ax.get_xticklabels()] == names == [t.get_text() for t in ax.get_yticklabels()]
+    )
+    bars = per_class_accuracy_figure(np.array([0.9, np.nan, 0.5]), class_names=names)
+    assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == names
+    history = [{"epoch": 0, "R": [0.8, 0.7, 0.9]}]
+    (ax_c,) = [a for a in dml_selection_figure(history, names).axes if a.get_title().startswith("per class")]
+    assert [t.get_text() for t in ax_c.get_xticklabels()] == names

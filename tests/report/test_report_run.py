@@ -154,11 +154,20 @@ def test_corrected_labels_train_back_and_lnl_report_reproduces_the_fit() -> None
     assert_report_columns_keep_their_documented_meaning(run, results)
     assert assert_corrected_labels_change_only_untrusted_labels(run, untrusted={"noisy", "val"}) > 0
 
-    original = (run / "label_report.csv").read_bytes()
-    (run / "learning_curves.png").unlink()
-    assert main(["report", results["best_checkpoint"]]) == 0
-    assert_png(run / "learning_curves.png")  # the epoch history comes back from the checkpoint
-    assert (run / "label_report.csv").read_bytes() == original
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for k in (
+        "",
+        "_1",
+    ):  # a new folder each time; the run's own files, results.json included, stay as they are
+        assert main(["report", results["best_checkpoint"]]) == 0
+        out = run / "eval" / f"report_{Path(results['best_checkpoint']).stem}{k}"
+        assert (out / "label_report.csv").read_bytes() == before[run / "label_report.csv"]
+        assert (out / "corrected_labels.csv").read_bytes() == before[run / "corrected_labels.csv"]
+        assert_png(out / "learning_curves.png")  # the epoch history comes back from the checkpoint
+        again = json.loads((out / "results.json").read_text())
+        assert again["report/auroc"] == results["report/auroc"] and "test/acc_best_val" not in again
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "eval" not in p.parts} == before
+    assert main(["report", results["best_checkpoint"], "--out", str(run)]) == 2  # not a new or empty folder
     assert_predictions_of_a_split_have_top5_columns(run, results["best_checkpoint"])
 
     second = [
