@@ -6,7 +6,7 @@ CONFIG ?= configs/quickstart.yaml
 GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format quickstart bench gpu-check bench-loader clean
+.PHONY: help install test test-unit test-fast lint format quickstart bench gpu-check bench-loader clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -19,8 +19,11 @@ $(BIN)/lnl: pyproject.toml
 
 install: $(BIN)/lnl ## Create .venv and install lnl with its dev tools
 
-test: install ## Run the whole test suite (CPU, about 5-10 minutes on 2 cores)
+test: install ## Run the whole test suite: tests/unit and tests/integration (CPU, about 5-10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+test-unit: install ## Run the fast unit tests only (tests/unit, mirrors lnl/)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests/unit
 
 test-fast: install ## Run the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -2,7 +2,7 @@
 
 Helpers live in the `tests/helpers/` package, importable as `helpers.*` through pyproject's `pythonpath`.
 `LNL_MUTANT=no_optim_step|noise_score` breaks lnl on purpose for the whole run (`helpers.mutants`; used by
-tests/test_mutants.py to check that the learning and report tests can fail).
+tests/integration/test_mutants.py to check that the learning and report tests can fail).
 """
 
 from __future__ import annotations

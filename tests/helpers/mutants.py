@@ -7,7 +7,7 @@
 - `noise_score`: every label report's issue score is replaced by seeded uniform noise (the issue score of a method
   that knows nothing about the labels).
 
-tests/test_mutants.py runs a chosen subset of the tests under each mutant in a subprocess and asserts they fail.
+tests/integration/test_mutants.py runs a chosen subset of the tests under each mutant in a subprocess and asserts they fail.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Gradient averaging is a no-op in one process (two gloo ranks: methods/test_shared_properties.py)."""
+"""Gradient averaging is a no-op in one process (two gloo ranks: integration/methods/test_shared_properties.py)."""
 
 from __future__ import annotations
 

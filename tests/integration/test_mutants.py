@@ -19,14 +19,14 @@ from helpers.paths import ROOT
 
 SUBSETS = {
     "no_optim_step": [  # nothing learns: the step oracles, the "it moved" guards and the accuracy floors fail
-        "tests/methods/test_mlc.py::test_one_step_is_the_official_meta_step_written_out[jvp]",
-        "tests/methods/test_emlc.py::test_jvp_equals_unrolled_through_the_method[plain]",
-        "tests/methods/test_l2rw.py::test_jvp_equals_unrolled_through_the_method[sgd]",
-        "tests/methods/test_mwnet.py::test_jvp_equals_unrolled_through_the_method[sgd]",
-        "tests/test_cli.py::test_quickstart_writes_config_labels_results_and_checkpoints",
+        "tests/unit/methods/test_mlc.py::test_one_step_is_the_official_meta_step_written_out[jvp]",
+        "tests/unit/methods/test_emlc.py::test_jvp_equals_unrolled_through_the_method[plain]",
+        "tests/unit/methods/test_l2rw.py::test_jvp_equals_unrolled_through_the_method[sgd]",
+        "tests/unit/methods/test_mwnet.py::test_jvp_equals_unrolled_through_the_method[sgd]",
+        "tests/integration/test_cli.py::test_quickstart_writes_config_labels_results_and_checkpoints",
     ],
     "noise_score": [  # the issue score knows nothing: the AUROC floor and the report columns' meaning fail
-        "tests/report/test_report_run.py::test_corrected_labels_train_back_and_lnl_report_reproduces_the_fit",
+        "tests/integration/report/test_report_run.py::test_corrected_labels_train_back_and_lnl_report_reproduces_the_fit",
     ],
 }
 

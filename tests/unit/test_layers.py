@@ -50,7 +50,7 @@ def layer_of(module: str) -> str:
         for prefix in prefixes:
             if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
                 best, layer = prefix, name
-    assert best, f"{module}: in no layer; add it to LAYERS (tests/test_layers.py) and docs/design.md"
+    assert best, f"{module}: in no layer; add it to LAYERS (tests/unit/test_layers.py) and docs/design.md"
     return layer
 
 
