@@ -49,3 +49,9 @@ def no_wandb_run_left() -> Iterator[None]:
         if getattr(wandb, "run", None) is not None:
             wandb.finish()
         wandb.teardown()  # the W&B service resolves relative run directories against the cwd it started in
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (stable order otherwise): `pytest -n 2` starts its longest fits on both workers at once
+    instead of leaving one of them for the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
