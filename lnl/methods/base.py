@@ -123,8 +123,15 @@ class LNLModule(FiniteChecks, LightningModule):
             self._init_loaded = True
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
-        """Put a loaded checkpoint's weights and method state (e.g. DML's diagnostics) into this module in place."""
-        self.load_state_dict(checkpoint["state_dict"])
+        """Put a loaded checkpoint's weights and method state (e.g. DML's diagnostics) into this module in place;
+        weights that do not fit this model are one ConfigError line, not a traceback."""
+        try:
+            self.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as error:  # missing / unexpected keys or shapes: another model's checkpoint
+            detail = " ".join(str(error).split())
+            raise ConfigError(
+                f"the checkpoint's weights do not fit this {type(self).__name__}: {detail[:300]}"
+            ) from None
         self.on_load_checkpoint(checkpoint)
 
     def build_backbone(self, name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:

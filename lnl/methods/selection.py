@@ -153,6 +153,7 @@ class SmallLossSelector(nn.Module):
             self.times_seen, self.times_selected = self.times_seen[:0], self.times_selected[:0]
             self._resize(n.numel())
         self._host = None  # counters change: read them again
+        state_dict.setdefault(prefix + "h_sum", torch.zeros_like(self.h_sum))  # before `cumulative_h`: Σh = 0
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _gathered(self, index: Tensor, *columns: Tensor) -> tuple[Tensor, ...] | None:

@@ -81,7 +81,8 @@ def _report(ckpt: Path, config: str | None, out: str | None) -> int:
     with open(os.path.join(directory, "results.json"), "x") as f:  # the report's numbers; the run's stay
         json.dump(report.results | {"report/checkpoint": str(ckpt)}, f, indent=2, default=str)
     n, flagged = report.results["report/n_samples"], report.results["report/n_flagged"]
+    rates = report.results["report/noise_rate_corroborated"], report.results["report/noise_rate_estimate"]
     print(f"lnl: label report of {ckpt.name}: {flagged} of {n} noisy-part labels flagged, estimated noise rate "
-          f"{report.results['report/noise_rate_estimate']:.4f}; files in {directory}")  # fmt: skip
+          f"{rates[0]:.4f} (Confident Learning alone {rates[1]:.4f}); files in {directory}")  # fmt: skip
     print(f"lnl: corrected labels: {report.results['report/decision']}")
     return 0

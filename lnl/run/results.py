@@ -103,7 +103,8 @@ def summary(results: dict[str, Any], run_dir: str) -> str:
     if "report/n_flagged" in results:
         line = (
             f"  label report: {results['report/n_flagged']} of {results['report/n_samples']} noisy-part labels "
-            f"flagged, estimated noise rate {_fmt(results['report/noise_rate_estimate'])}"
+            f"flagged, estimated noise rate {_fmt(results.get('report/noise_rate_corroborated'))} "
+            f"(Confident Learning alone {_fmt(results['report/noise_rate_estimate'])})"
         )
         if results.get("report/auroc") is not None:
             line += f", issue-score AUROC {_fmt(results['report/auroc'])}"

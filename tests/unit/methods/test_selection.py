@@ -253,3 +253,16 @@ def test_cumulative_h_selects_losses_under_eps0_plus_the_summed_feedback():
     assert sel.select(idx, lab, scores, epoch=1).tolist() == [True, True, False, True, True, False]
     with pytest.raises(ConfigError, match="h_eps0"):
         SmallLossSelector(2, rule="cumulative_h", h_eps0=0.0)
+
+
+def test_a_checkpoint_from_before_cumulative_h_loads_with_zero_feedback_sum():
+    sel = SmallLossSelector(3, num_samples=10)
+    state = sel.state_dict()
+    state["h_sum"].fill_(2.5)
+    old = {k: v for k, v in state.items() if k != "h_sum"}  # written before the `cumulative_h` rule existed
+    sel.load_state_dict(state)
+    assert float(sel.h_sum) == 2.5
+    sel.load_state_dict(old)
+    assert float(sel.h_sum) == 0.0
+    with pytest.raises(RuntimeError, match="bank_labels"):
+        sel.load_state_dict({k: v for k, v in old.items() if k != "bank_labels"})  # nothing else is defaulted
