@@ -177,42 +177,30 @@ def long_files(layer: str) -> list[str]:
     )
 
 
-@pytest.mark.parametrize(
-    "layer",
-    NAMES,
-)
+each_layer = pytest.mark.parametrize("layer", NAMES)
+
+
+@each_layer
 def test_no_module_imports_from_a_layer_above(layer):
     assert upward_imports(layer) == []
 
 
-@pytest.mark.parametrize(
-    "layer",
-    NAMES,
-)
+@each_layer
 def test_no_import_cycle(layer):
     assert cycles(layer) == []
 
 
-@pytest.mark.parametrize(
-    "layer",
-    NAMES,
-)
+@each_layer
 def test_no_string_switch_on_kind_or_rule(layer):
     assert string_switches(layer) == []
 
 
-@pytest.mark.parametrize(
-    "layer",
-    NAMES,
-)
+@each_layer
 def test_no_file_over_300_lines(layer):
     assert long_files(layer) == []
 
 
-@pytest.mark.parametrize(
-    "layer",
-    NAMES,
-)
+@each_layer
 def test_choices_are_checked_by_lnl_validation(layer):
     assert respelled_choices(layer) == []
 
