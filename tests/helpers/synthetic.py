@@ -10,7 +10,7 @@ ranks each rank gets its contiguous block of the global batch (one process with 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -137,3 +137,11 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
     assert a.keys() == b.keys()
     for k, v in a.items():
         assert v.dtype == b[k].dtype and torch.equal(v, b[k]), k
+
+
+def float64_one_step(make: Callable[[], Any]) -> tuple[Any, Any, Batch]:
+    """A hand-written float64 oracle's start: the method fitted one step in float64 on `SynthData(1)`, a fresh copy
+    `ref` from the same seed (float64, train mode) and that step's batch (8 noisy, 8 clean)."""
+    model = fit(make, precision="64-true", data=SynthData(1))
+    seed_everything(0, verbose=False)
+    return model, make().double().train(), make_batch(0, 8, 8)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import seed_everything
 
-from helpers.synthetic import SynthData, fit, make_batch, max_rel_diff, sgd, state
+from helpers.synthetic import SynthData, fit, float64_one_step, max_rel_diff, sgd, state
 from lnl.hypergrad import functional_forward
 from lnl.methods import MWNet
 
@@ -38,10 +38,7 @@ def test_jvp_equals_unrolled_through_the_method(extra) -> None:
 def test_one_step_is_virtual_step_then_weight_net_step_then_real_step_with_the_updated_net() -> None:
     """Float64, plain SGD for both networks: the method's step equals the official order written out by hand."""
     make = mwnet(optimizer=sgd(0.1, 0.0, 0.0))
-    model = fit(make, precision="64-true", data=SynthData(1))
-    seed_everything(0, verbose=False)
-    ref = make().double().train()
-    b = make_batch(0, 8, 8)
+    model, ref, b = float64_one_step(make)
     x, y, xc, yc = b.noisy.x.double(), b.noisy.y, b.clean.x.double(), b.clean.y
     live = dict(ref.student.named_parameters())
     losses = F.cross_entropy(ref.student(x), y, reduction="none")
