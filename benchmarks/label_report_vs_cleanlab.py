@@ -19,6 +19,10 @@ noisy part; its validation hold-out is left to lnl's checkpoint choice). Metrics
 true labels: issue-score AUROC, precision@K (K = the true number of wrong labels), corrected-label accuracy
 (cleanlab: the out-of-fold prediction where `find_label_issues` flags a label, the given label elsewhere);
 mean ± std over seeds and the paired difference to cleanlab ± its standard error.
+
+`--same-probabilities` adds a second table: cleanlab's scores, flags and corrections computed from each lnl run's own
+`probabilities.npy` (the posterior behind its report), so both sides share the network and differ only in the score
+and the decisions; flags are also compared by their F1 against the wrong labels.
 """
 
 from __future__ import annotations
@@ -113,9 +117,40 @@ def lnl_metrics(directory: Path) -> dict[str, float]:
     flagged = np.array([r["flagged"] not in ("0", "", "no") for r in rows])
     return {"auroc": auroc(score, wrong), "p_at_k": precision_at_k(score, wrong, int(wrong.sum())),
             "corrected_acc": float((corrected == true).mean()), "given_acc": float((~wrong).mean()),
-            "flagged": int(flagged.sum()), "relabelled": int((corrected != given).sum()),
+            "flag_f1": f1(flagged, wrong), "flagged": int(flagged.sum()), "relabelled": int((corrected != given).sum()),
             "estimated_wrong": results["report/noise_rate_estimate"] * len(rows),
             "results_auroc": results["report/auroc"]}  # fmt: skip
+
+
+def f1(flagged: np.ndarray, wrong: np.ndarray) -> float:
+    """F1 of the flags as a detector of the wrong labels."""
+    hits = float((flagged & wrong).sum())
+    return 2 * hits / max(float(flagged.sum() + wrong.sum()), 1.0)
+
+
+def run_probabilities(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The noisy-part rows of a run's report: its `probabilities.npy`, given and true labels."""
+    directory = report_dir(directory)
+    rows = read_rows(directory / "label_report.csv")
+    noisy = np.array([r["split"] == "noisy" for r in rows])
+    given = np.array([int(r["given_label"]) for r in rows])[noisy]
+    true = np.array([int(r["true_label"]) for r in rows])[noisy]
+    return np.load(directory / "probabilities.npy")[noisy], given, true
+
+
+def confident_learning(given: np.ndarray, true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """cleanlab's scores, flags and corrections from `probs` as its documentation uses them: 1 −
+    `get_label_quality_scores` ranks, `find_label_issues` flags, a flagged label becomes argmax `probs`."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    score = 1.0 - get_label_quality_scores(given, probs)
+    issues = find_label_issues(given, probs)
+    corrected = np.where(issues, probs.argmax(1), given)
+    wrong = given != true
+    return {"auroc": auroc(score, wrong), "p_at_k": precision_at_k(score, wrong, int(wrong.sum())),
+            "corrected_acc": float((corrected == true).mean()), "given_acc": float((~wrong).mean()),
+            "flag_f1": f1(issues, wrong), "flagged": int(issues.sum())}  # fmt: skip
 
 
 def digits_train_images() -> np.ndarray:
@@ -130,8 +165,6 @@ def digits_train_images() -> np.ndarray:
 
 def cleanlab_metrics(directory: Path, seed: int, features: np.ndarray) -> dict[str, float | str]:
     """cleanlab on the run's noisy part: best-of-3 sklearn model by out-of-fold accuracy on the noisy labels."""
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.neighbors import KNeighborsClassifier
@@ -157,14 +190,7 @@ def cleanlab_metrics(directory: Path, seed: int, features: np.ndarray) -> dict[s
         acc = float((probs.argmax(1) == given).mean())
         if acc > best_acc:
             best_name, best_probs, best_acc = name, probs, acc
-    quality = get_label_quality_scores(given, best_probs)
-    issues = find_label_issues(given, best_probs)
-    corrected = np.where(issues, best_probs.argmax(1), given)
-    wrong = given != true
-    score = 1.0 - quality
-    return {"auroc": auroc(score, wrong), "p_at_k": precision_at_k(score, wrong, int(wrong.sum())),
-            "corrected_acc": float((corrected == true).mean()), "given_acc": float((~wrong).mean()),
-            "flagged": int(issues.sum()), "model": best_name}  # fmt: skip
+    return confident_learning(given, true, best_probs) | {"model": best_name}
 
 
 def mean_std(values: list[float]) -> str:
@@ -189,6 +215,8 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="rerun `lnl report` on every run first")
     parser.add_argument("--json", help="also write every per-run number here")
     parser.add_argument("--table-only", action="store_true", help="no fits: the table of the finished runs")
+    parser.add_argument("--same-probabilities", action="store_true",
+                        help="also run cleanlab on each lnl run's own probabilities.npy (its second table)")  # fmt: skip
     args = parser.parse_args()
     out = Path(args.out)
     jobs = [(m, s, seed) for seed in args.seeds for s in args.settings for m in args.methods]  # seed by seed
@@ -209,14 +237,27 @@ def main() -> int:
                 if (directory / "labels.csv").read_bytes() != (first / "labels.csv").read_bytes():
                     sys.exit(f"{directory}: labels differ from {first}")
                 per_run[key][m] = lnl_metrics(directory)
+                if args.same_probabilities:
+                    probs, given, true = run_probabilities(directory)
+                    per_run[key][f"{m} probabilities"] = confident_learning(given, true, probs)
     if args.json:
         Path(args.json).write_text(json.dumps(per_run, indent=1))
-    names = [*args.methods, "cleanlab"]
+    print_end_to_end(per_run, args.settings, args.seeds, args.methods)
+    if args.same_probabilities:
+        print_same_probabilities(per_run, args.settings, args.seeds, args.methods)
+    return 0
+
+
+def print_end_to_end(
+    per_run: dict[str, dict], settings: list[str], seeds: list[int], methods: list[str]
+) -> None:
+    """The README's first table: each lnl report against cleanlab with its own best scikit-learn model."""
+    names = [*methods, "cleanlab"]
     print("| noise | method | issue-score AUROC | Δ vs cleanlab | precision@K | Δ vs cleanlab | corrected labels "
           "right | Δ vs cleanlab | flagged / estimated wrong |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
-    for setting in args.settings:
-        runs = [per_run[f"{setting}_s{seed}"] for seed in args.seeds]
+    for setting in settings:
+        runs = [per_run[f"{setting}_s{seed}"] for seed in seeds]
         for name in names:
             cells = []
             for metric in ("auroc", "p_at_k", "corrected_acc"):
@@ -232,7 +273,26 @@ def main() -> int:
             print(f"| {setting} | {name} | " + " | ".join(cells) + f" | {extra} |")
         given = np.mean([r["cleanlab"]["given_acc"] for r in runs])
         print(f"| {setting} | given labels | | | | | {given:.3f} | | |")
-    return 0
+
+
+def print_same_probabilities(per_run: dict[str, dict], settings: list[str], seeds: list[int],
+                             methods: list[str]) -> None:  # fmt: skip
+    """The README's second table: each lnl report against cleanlab run on that report's own probabilities.npy
+    (same posterior, so the difference is the score, the flags and the corrections)."""
+    print("\n| noise | method | issue-score AUROC | Δ vs cleanlab, same probabilities | precision@K | Δ | flags' F1 "
+          "| Δ | corrected labels right | Δ |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for setting in settings:
+        runs = [per_run[f"{setting}_s{seed}"] for seed in seeds]
+        for name in methods:
+            cells = []
+            for metric in ("auroc", "p_at_k", "flag_f1", "corrected_acc"):
+                values = [r[name][metric] for r in runs]
+                cells += [
+                    mean_std(values),
+                    paired(values, [r[f"{name} probabilities"][metric] for r in runs]),
+                ]
+            print(f"| {setting} | {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Columns of `label_report.csv`: index, path (file-backed data), split (noisy / cl
 file reproduces `report/auroc`), flagged (`no`, `suspect` or `relabel`: `lnl.report.decisions`) and corrected_label
 (the method's label on `relabel` rows, the given one elsewhere). `corrected_labels.csv` holds one row per row of the training list: `path,label` for your
 own images (a `folder_csv` train CSV) or `index,label` for built-in datasets (`noise.kind: file`).
+`probabilities.npy` holds p̂(y | x) of every `label_report.csv` row, in its order.
 """
 
 from __future__ import annotations
@@ -213,6 +214,14 @@ def write_label_report(report: LabelReport, path: str) -> str:
             row += [_cell(v[r]) for v in report.columns.values()]
             row += [repr(float(report.issue_score[r])), report.flag[r], int(report.corrected[r])]
             writer.writerow(row + names[r])
+    return path
+
+
+def write_probabilities(report: LabelReport, path: str) -> str:
+    """Write `probabilities.npy`: float32 [rows, C], p̂(y | x) of every `label_report.csv` row in the same order (the
+    posterior the report's candidate labels and noise estimate use; out-of-fold for a cross-fitted CE), for a
+    user's own analysis of the same evidence (e.g. Confident Learning's tools, Northcutt et al. JAIR 2021)."""
+    np.save(path, report.probs.astype(np.float32))
     return path
 
 

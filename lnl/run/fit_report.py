@@ -18,6 +18,7 @@ from lnl.report.label_report import (
     summarize,
     write_corrected_labels,
     write_label_report,
+    write_probabilities,
 )
 from lnl.report.pictures import (
     plot_issue_scores,
@@ -100,6 +101,7 @@ def write_run_report(trainer: Trainer, model: LightningModule, datamodule: Any, 
     files = [
         write_label_report(report, os.path.join(run_dir, "label_report.csv")),
         write_corrected_labels(report, datamodule, os.path.join(run_dir, "corrected_labels.csv")),
+        write_probabilities(report, os.path.join(run_dir, "probabilities.npy")),
     ]
     results = summary.as_results() | {"report/weights": weights}
     pictures = [

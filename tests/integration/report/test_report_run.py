@@ -77,7 +77,14 @@ def test_dml_fit_writes_report_pictures_and_a_wandb_run_with_them() -> None:
     log = next(wandb_run.glob("*.wandb")).read_bytes()  # the offline run's records (summary, artifacts)
     for key in (b"report/auroc", b"report/noise_rate_estimate", b"test/acc_best_val", b"noise/realized_rate"):
         assert key in log, f"summary key {key!r} not in the offline run"
-    for name in (b"run-report", b"label_report.csv", b"corrected_labels.csv", b"labels.csv", b"results.json"):
+    for name in (
+        b"run-report",
+        b"label_report.csv",
+        b"corrected_labels.csv",
+        b"probabilities.npy",
+        b"labels.csv",
+        b"results.json",
+    ):
         assert name in log, f"{name!r} not in the offline run's artifact records"
 
 
@@ -100,8 +107,9 @@ def assert_report_columns_keep_their_documented_meaning(run: Path, results: dict
     """label_report.csv read against its documented contract (whatever the issue score's formula): the flagged
     noisy rows are the `report/n_flagged` highest issue scores, a flag is `relabel` or `suspect`, corrected_label =
     given_label except on `relabel` rows, where it differs, confidence = the top-1 probability (≥ the given
-    label's probability exp(−student_loss), equal to it where the prediction is the given label), and ranking the
-    noisy part by issue_score reproduces `report/auroc`."""
+    label's probability exp(−student_loss), equal to it where the prediction is the given label), ranking the
+    noisy part by issue_score reproduces `report/auroc`, and `probabilities.npy` holds each row's posterior (rows
+    sum to 1, argmax = predicted_label, max = confidence, the given label's = exp(−student_loss))."""
     rows = read_csv(run / "label_report.csv")
     score = np.array([float(r["issue_score"]) for r in rows])
     flag = np.array([r["flagged"] for r in rows])
@@ -116,6 +124,13 @@ def assert_report_columns_keep_their_documented_meaning(run: Path, results: dict
     assert same.any() and (~same).any()
     np.testing.assert_allclose(confidence[same], p_given[same], atol=2e-5)
     assert (confidence + 2e-5 >= p_given).all() and (confidence >= 0.1 - 1e-5).all()  # top-1 of 10 classes
+    probs = np.load(run / "probabilities.npy")
+    assert probs.shape == (len(rows), 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(1), [int(r["predicted_label"]) for r in rows])
+    np.testing.assert_allclose(probs.max(1), confidence, atol=1e-5)
+    given_probs = probs[np.arange(len(rows)), given]
+    np.testing.assert_allclose(given_probs, p_given, atol=1e-5, rtol=1e-4)
     noisy = np.array([r["split"] == "noisy" for r in rows])
     wrong = np.array([r["given_label"] != r["true_label"] for r in rows])[noisy]
     assert roc_auc_score(wrong, score[noisy]) == pytest.approx(results["report/auroc"], abs=2e-3)
