@@ -138,6 +138,16 @@ def run_probabilities(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.load(directory / "probabilities.npy")[noisy], given, true
 
 
+def f1_at_count(directory: Path, count: int) -> float:
+    """F1 of flagging the `count` highest issue scores of the run's noisy part: lnl's ranking with another count."""
+    rows = [r for r in read_rows(report_dir(directory) / "label_report.csv") if r["split"] == "noisy"]
+    wrong = np.array([r["given_label"] != r["true_label"] for r in rows])
+    score = np.array([float(r["issue_score"]) for r in rows])
+    flagged = np.zeros(len(rows), dtype=bool)
+    flagged[np.argsort(-score, kind="stable")[:count]] = True
+    return f1(flagged, wrong)
+
+
 def confident_learning(given: np.ndarray, true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """cleanlab's scores, flags and corrections from `probs` as its documentation uses them: 1 −
     `get_label_quality_scores` ranks, `find_label_issues` flags, a flagged label becomes argmax `probs`."""
@@ -240,6 +250,8 @@ def main() -> int:
                 if args.same_probabilities:
                     probs, given, true = run_probabilities(directory)
                     per_run[key][f"{m} probabilities"] = confident_learning(given, true, probs)
+                    count = per_run[key][f"{m} probabilities"]["flagged"]
+                    per_run[key][m]["flag_f1_at_cleanlab_count"] = f1_at_count(directory, count)
     if args.json:
         Path(args.json).write_text(json.dumps(per_run, indent=1))
     print_end_to_end(per_run, args.settings, args.seeds, args.methods)
@@ -280,18 +292,16 @@ def print_same_probabilities(per_run: dict[str, dict], settings: list[str], seed
     """The README's second table: each lnl report against cleanlab run on that report's own probabilities.npy
     (same posterior, so the difference is the score, the flags and the corrections)."""
     print("\n| noise | method | issue-score AUROC | Δ vs cleanlab, same probabilities | precision@K | Δ | flags' F1 "
-          "| Δ | corrected labels right | Δ |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| Δ | F1 at cleanlab's count | Δ | corrected labels right | Δ |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for setting in settings:
         runs = [per_run[f"{setting}_s{seed}"] for seed in seeds]
         for name in methods:
             cells = []
-            for metric in ("auroc", "p_at_k", "flag_f1", "corrected_acc"):
+            for metric in ("auroc", "p_at_k", "flag_f1", "flag_f1_at_cleanlab_count", "corrected_acc"):
                 values = [r[name][metric] for r in runs]
-                cells += [
-                    mean_std(values),
-                    paired(values, [r[f"{name} probabilities"][metric] for r in runs]),
-                ]
+                base = [r[f"{name} probabilities"][metric.removesuffix("_at_cleanlab_count")] for r in runs]
+                cells += [mean_std(values), paired(values, base)]
             print(f"| {setting} | {name} | " + " | ".join(cells) + " |")
 
 
