@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
@@ -35,6 +34,7 @@ from sklearn.svm import SVC
 from torch import nn
 
 from lnl.models.backbones import digits_cnn
+from lnl.report.estimates import auroc
 
 BACKBONES = {
     "digits_cnn": digits_cnn,  # lnl's quickstart backbone: global average pooling, linear head
@@ -50,13 +50,6 @@ RECIPES = [  # (backbone, lr, weight decay, label smoothing, epochs); the first 
     ("cnn_flat", 0.05, 5e-4, 0.0, 30), ("cnn_flat", 0.01, 5e-4, 0.0, 30),
     ("mlp256", 0.05, 5e-4, 0.0, 30), ("mlp256", 0.01, 5e-4, 0.0, 30),
 ]  # fmt: skip
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Mann-Whitney AUROC, ties counted half."""
-    ranks = rankdata(scores)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def noisy_part(run: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -260,6 +261,19 @@ def main() -> int:
     return 0
 
 
+def metric_cells(
+    runs: list[dict], name: str, metrics: tuple[str, ...], baseline: Callable | None
+) -> list[str]:
+    """Mean ± std of each metric of `name` over the runs and its paired difference to `baseline(run, metric)`
+    ("—" without a baseline)."""
+    cells = []
+    for metric in metrics:
+        values = [r[name][metric] for r in runs]
+        difference = "—" if baseline is None else paired(values, [baseline(r, metric) for r in runs])
+        cells += [mean_std(values), difference]
+    return cells
+
+
 def print_end_to_end(
     per_run: dict[str, dict], settings: list[str], seeds: list[int], methods: list[str]
 ) -> None:
@@ -271,11 +285,8 @@ def print_end_to_end(
     for setting in settings:
         runs = [per_run[f"{setting}_s{seed}"] for seed in seeds]
         for name in names:
-            cells = []
-            for metric in ("auroc", "p_at_k", "corrected_acc"):
-                values = [r[name][metric] for r in runs]
-                base = [r["cleanlab"][metric] for r in runs]
-                cells += [mean_std(values), "—" if name == "cleanlab" else paired(values, base)]
+            versus_cleanlab = None if name == "cleanlab" else lambda r, m: r["cleanlab"][m]
+            cells = metric_cells(runs, name, ("auroc", "p_at_k", "corrected_acc"), versus_cleanlab)
             if name == "cleanlab":
                 models = sorted({r["cleanlab"]["model"] for r in runs})
                 extra = f"{np.mean([r[name]['flagged'] for r in runs]):.0f} flagged ({', '.join(models)})"
@@ -297,11 +308,9 @@ def print_same_probabilities(per_run: dict[str, dict], settings: list[str], seed
     for setting in settings:
         runs = [per_run[f"{setting}_s{seed}"] for seed in seeds]
         for name in methods:
-            cells = []
-            for metric in ("auroc", "p_at_k", "flag_f1", "flag_f1_at_cleanlab_count", "corrected_acc"):
-                values = [r[name][metric] for r in runs]
-                base = [r[f"{name} probabilities"][metric.removesuffix("_at_cleanlab_count")] for r in runs]
-                cells += [mean_std(values), paired(values, base)]
+            metrics = ("auroc", "p_at_k", "flag_f1", "flag_f1_at_cleanlab_count", "corrected_acc")
+            cells = metric_cells(runs, name, metrics,
+                                 lambda r, m, name=name: r[f"{name} probabilities"][m.removesuffix("_at_cleanlab_count")])  # fmt: skip
             print(f"| {setting} | {name} | " + " | ".join(cells) + " |")
 
 
