@@ -129,22 +129,20 @@ def f1(flagged: np.ndarray, wrong: np.ndarray) -> float:
     return 2 * hits / max(float(flagged.sum() + wrong.sum()), 1.0)
 
 
-def run_probabilities(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The noisy-part rows of a run's report: its `probabilities.npy`, given and true labels."""
+def run_probabilities(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The noisy-part rows of a run's report: its `probabilities.npy`, given and true labels, issue scores."""
     directory = report_dir(directory)
     rows = read_rows(directory / "label_report.csv")
     noisy = np.array([r["split"] == "noisy" for r in rows])
-    given = np.array([int(r["given_label"]) for r in rows])[noisy]
-    true = np.array([int(r["true_label"]) for r in rows])[noisy]
-    return np.load(directory / "probabilities.npy")[noisy], given, true
+    given, true, score = (np.array([float(r[k]) for r in rows])[noisy]
+                          for k in ("given_label", "true_label", "issue_score"))  # fmt: skip
+    probs = np.load(directory / "probabilities.npy")[noisy]
+    return probs, given.astype(int), true.astype(int), score
 
 
-def f1_at_count(directory: Path, count: int) -> float:
-    """F1 of flagging the `count` highest issue scores of the run's noisy part: lnl's ranking with another count."""
-    rows = [r for r in read_rows(report_dir(directory) / "label_report.csv") if r["split"] == "noisy"]
-    wrong = np.array([r["given_label"] != r["true_label"] for r in rows])
-    score = np.array([float(r["issue_score"]) for r in rows])
-    flagged = np.zeros(len(rows), dtype=bool)
+def f1_at_count(score: np.ndarray, wrong: np.ndarray, count: int) -> float:
+    """F1 of flagging the `count` highest issue scores: lnl's ranking with another count."""
+    flagged = np.zeros(len(score), dtype=bool)
     flagged[np.argsort(-score, kind="stable")[:count]] = True
     return f1(flagged, wrong)
 
@@ -249,10 +247,12 @@ def main() -> int:
                     sys.exit(f"{directory}: labels differ from {first}")
                 per_run[key][m] = lnl_metrics(directory)
                 if args.same_probabilities:
-                    probs, given, true = run_probabilities(directory)
-                    per_run[key][f"{m} probabilities"] = confident_learning(given, true, probs)
-                    count = per_run[key][f"{m} probabilities"]["flagged"]
-                    per_run[key][m]["flag_f1_at_cleanlab_count"] = f1_at_count(directory, count)
+                    probs, given, true, score = run_probabilities(directory)
+                    cleanlab = confident_learning(given, true, probs)
+                    per_run[key][f"{m} probabilities"] = cleanlab
+                    per_run[key][m]["flag_f1_at_cleanlab_count"] = f1_at_count(
+                        score, given != true, cleanlab["flagged"]
+                    )
     if args.json:
         Path(args.json).write_text(json.dumps(per_run, indent=1))
     print_end_to_end(per_run, args.settings, args.seeds, args.methods)
